@@ -1,0 +1,57 @@
+# detviz: `make run` starts the app on the built-in demo data; `make test` runs the whole suite.
+# Both create .venv with the pinned dependencies first (again only when a requirements file changed).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+RUNTIME := $(VENV)/.runtime-installed
+DEV := $(VENV)/.dev-installed
+DEMO := data/demo/demo.json
+ADDRESS ?= localhost
+PORT ?= 8501
+
+.PHONY: run test bench lint demo-data chromium clean
+
+run: $(RUNTIME) $(DEMO)
+	$(PY) -m streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT)
+
+test: $(DEV) chromium
+	$(PY) -m pytest
+
+bench: $(DEV)
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+lint: $(DEV)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+demo-data: $(DEMO)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(RUNTIME): requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(DEV): requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $@ $(RUNTIME)
+
+$(DEMO): | $(RUNTIME)
+	$(PY) -m detviz.data.demo --out data/demo --overwrite
+
+# The browser test drives Debian's chromium; install it when missing and we may (root).
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is not installed and this is not root: the browser test will be skipped"; \
+	  fi; \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

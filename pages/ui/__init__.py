@@ -1,0 +1,294 @@
+"""Shared UI pieces: widget / URL keys, the sidebar dataset picker, cached loaders.
+
+A package rather than pages/ui.py: Streamlit lists every pages/*.py as a page until
+`st.navigation` runs, and a helper must not show up there.
+
+Every widget whose value belongs in a shareable URL is bound to a query parameter
+(`bind="query-params"`): its key below is also the parameter's name, so
+`/browse?data=voc&voc=data/VOC2007&split=val&image=000042` restores that view.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import io
+import os
+import runpy
+import threading
+from pathlib import Path
+
+import streamlit as st
+import torch
+from PIL import Image
+from streamlit.runtime.pages_manager import PagesManager
+
+from detviz.data import DataError, DatasetIndex, ImageRecord, load_image
+from detviz.data.demo import make_demo_dataset, read_demo_settings
+from detviz.data.spec import (
+    DatasetSpec,
+    check_within_roots,
+    dataset_fingerprint,
+    dataset_splits,
+    open_dataset,
+)
+from detviz.data.voc import file_stamp
+from detviz.figures import render_thumbnail
+
+APP_DIR = Path(__file__).resolve().parents[2]
+
+# Widget keys; for bound widgets also the URL query-parameter names.
+DATA_KIND = "data"
+SPLIT = "split"
+VOC_DIR = "voc"
+COCO_JSON = "coco"
+COCO_IMAGES = "images"
+IMAGE = "image"
+CLASSES = "cls"
+OBJECTS = "objs"
+SIZE = "size"
+DIFFICULT = "hard"
+PAGE = "pg"
+PAGE_SIZE = "per"
+SHOW_LARGEST = "largest"
+SHOW_MULTILABEL = "multilabel"
+# Session-only keys.
+SELECTION = "_dataset_selection"
+
+KIND_CAPTIONS = {
+    "demo": "built in, nothing to download",
+    "voc": "a Pascal VOC folder",
+    "coco": "a COCO json and its images",
+}
+
+
+def ensure_entrypoint() -> None:
+    """Runs app.py instead when Streamlit ran this page file on its own.
+
+    Because a folder named pages/ sits next to app.py, Streamlit starts each server process
+    in its old "pages directory" mode: until the first run reaches `st.navigation`, a request
+    for /browse runs pages/browse.py alone, without the sidebar or the real navigation. That
+    happens when the first visitor after a start follows a deep link (and in every AppTest
+    run). Running app.py here switches the process to `st.navigation` for good and renders
+    the requested page inside it. Every page calls this first.
+    """
+    if PagesManager.uses_pages_directory:
+        runpy.run_path(str(APP_DIR / "app.py"), run_name="__main__")
+        st.stop()
+
+
+@functools.cache
+def import_in_background(module: str) -> None:
+    """Starts importing a slow module on a daemon thread, once per process.
+
+    The Browse grid needs no torchvision, the image view's augmentation preview does, and
+    importing it takes about 2 s; started while the user looks at the grid, it is done before
+    they open an image.
+    """
+    threading.Thread(target=importlib.import_module, args=(module,), name=f"import {module}", daemon=True).start()
+
+
+def data_roots() -> list[Path]:
+    """Folders the browser may name: $DETVIZ_DATA_ROOTS (os.pathsep-separated), else ./data."""
+    env = os.environ.get("DETVIZ_DATA_ROOTS", "")
+    roots = [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
+    return roots or [APP_DIR / "data"]
+
+
+def demo_dir() -> Path:
+    """Where the built-in demo dataset lives: $DETVIZ_DEMO_DIR, else data/demo in the app folder."""
+    return Path(os.environ.get("DETVIZ_DEMO_DIR") or APP_DIR / "data" / "demo")
+
+
+class _NoDataset(Exception):
+    """Why no dataset is open; shown on the page (error) or as a hint (info)."""
+
+    def __init__(self, message: str, level: str = "error"):
+        super().__init__(message)
+        self.level = level
+
+
+def dataset_sidebar() -> None:
+    """The sidebar dataset picker; stores the chosen (spec, split), or why there is none, for the pages."""
+    with st.sidebar:
+        st.subheader("Dataset")
+        kind = st.radio(
+            "Source", list(KIND_CAPTIONS), captions=list(KIND_CAPTIONS.values()), key=DATA_KIND, bind="query-params"
+        )  # the option names double as URL values: ?data=voc
+
+        try:
+            spec = _pick_source(kind)
+            split = _pick_split(spec) if kind != "coco" else ""
+        except (_NoDataset, DataError) as e:
+            st.session_state[SELECTION] = e if isinstance(e, _NoDataset) else _NoDataset(str(e))
+            return
+        if st.button("Reload from disk", icon=":material/refresh:", help="Read the annotation files again."):
+            read_index.clear()
+            load_image_cached.clear()
+            thumbnail_jpeg.clear()
+        st.session_state[SELECTION] = (spec, split)
+
+
+def _pick_source(kind: str) -> DatasetSpec:
+    roots = data_roots()
+    hint = ", ".join(str(r) for r in roots)
+    if kind == "demo":
+        folder = demo_dir()
+        if read_demo_settings(folder) is None:
+            st.warning(f"The demo dataset is not in {folder} yet.")
+            if st.button("Draw the demo dataset", type="primary", help="About 15 s; nothing is downloaded."):
+                _draw_demo(folder)
+            raise _NoDataset("The built-in demo dataset is not drawn yet: use the button in the sidebar.", "info")
+        return DatasetSpec("demo", str(folder))
+    if kind == "voc":
+        path = st.text_input(
+            "VOC folder",
+            key=VOC_DIR,
+            bind="query-params",
+            placeholder="data/VOCdevkit/VOC2007",
+            help=f"The folder holding Annotations/ and JPEGImages/, inside {hint}.",
+        )
+        if not path:
+            raise _NoDataset("Type the path of a VOC folder in the sidebar.", "info")
+        return DatasetSpec("voc", str(check_within_roots(_app_relative(path), roots)))
+    json_path = st.text_input(
+        "COCO json",
+        key=COCO_JSON,
+        bind="query-params",
+        placeholder="data/pascal_train2007.json",
+        help=f"A COCO-format detection json, inside {hint}.",
+    )
+    image_dir = st.text_input("Image folder", key=COCO_IMAGES, bind="query-params", placeholder="data/JPEGImages")
+    if not json_path or not image_dir:
+        raise _NoDataset("Type the COCO json file and the folder its images are in, in the sidebar.", "info")
+    json_file = check_within_roots(_app_relative(json_path), roots)
+    return DatasetSpec("coco", str(json_file), str(check_within_roots(_app_relative(image_dir), roots)))
+
+
+def _pick_split(spec: DatasetSpec) -> str:
+    splits = dataset_splits(spec)
+    if not splits:
+        folder = Path(spec.path)
+        if not folder.is_dir():
+            raise _NoDataset(f"{folder}: folder not found.")
+        raise _NoDataset(f"{folder}: no split files in ImageSets/Main; add e.g. train.txt listing image ids.")
+    default = splits.index("train") if "train" in splits else 0
+    return st.selectbox("Split", splits, index=default, key=SPLIT, bind="query-params")
+
+
+def _app_relative(path: str) -> Path:
+    p = Path(path.strip()).expanduser()
+    return p if p.is_absolute() else APP_DIR / p
+
+
+def _draw_demo(folder: Path) -> None:
+    bar = st.progress(0.0, text="Drawing the demo dataset…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Drawing the demo dataset… {done}/{total}")
+
+    try:
+        make_demo_dataset(folder, progress=progress)
+    except (DataError, OSError) as e:
+        st.error(f"Could not make the demo dataset: {e}")
+        return
+    st.rerun()
+
+
+@st.cache_resource(show_spinner="Reading the dataset…", max_entries=8)
+def read_index(spec_text: str, split: str, fingerprint: tuple) -> DatasetIndex:
+    """The dataset's index, read non-strictly (broken files listed, not fatal); cached per stamp."""
+    return open_dataset(spec_text, split, strict=False)
+
+
+def current_index() -> DatasetIndex | None:
+    """The index of the dataset picked in the sidebar, or None (the reason is already shown)."""
+    selection = st.session_state.get(SELECTION)
+    if isinstance(selection, _NoDataset):
+        (st.info if selection.level == "info" else st.error)(str(selection))
+        return None
+    if selection is None:
+        st.info("Choose a dataset in the sidebar.")
+        return None
+    spec, split = selection
+    try:
+        index = read_index(str(spec), split, dataset_fingerprint(spec, split))
+    except (DataError, ValueError) as e:
+        st.error(str(e))
+        return None
+    if len(index) == 0:
+        st.error(
+            f"{index.source}: no readable images"
+            + (f"; {len(index.problems)} files are broken." if index.problems else ".")
+        )
+        _show_notes(index)
+        return None
+    _show_notes(index)
+    return index
+
+
+def _show_notes(index: DatasetIndex) -> None:
+    if index.problems:
+        st.error(f"{len(index.problems)} image(s) skipped: their annotation or image file is broken.")
+        with st.expander("Broken files"):
+            st.code("\n".join(index.problems[:200]), language=None, wrap_lines=True)
+    if index.warnings:
+        with st.expander(f"{len(index.warnings)} note(s) from reading the annotations"):
+            st.code("\n".join(index.warnings[:200]), language=None, wrap_lines=True)
+
+
+@st.cache_resource(max_entries=64)
+def load_image_cached(path: str, width: int, height: int, stamp: tuple[int, int]) -> Image.Image:
+    return load_image(path, (width, height))
+
+
+def record_image(record: ImageRecord) -> Image.Image:
+    """The record's image (cached; raises DataError for a broken file)."""
+    return load_image_cached(
+        str(record.image_path),
+        record.width,
+        record.height,
+        file_stamp(record.image_path),
+    )
+
+
+@st.cache_data(max_entries=4096, show_spinner=False)
+def thumbnail_jpeg(
+    path: str,
+    width: int,
+    height: int,
+    stamp: tuple[int, int],
+    boxes: tuple,
+    labels: tuple,
+    difficult: tuple,
+    size: int,
+) -> bytes | None:
+    """JPEG bytes of a thumbnail with boxes, or None when the image cannot be read."""
+    try:
+        image = load_image(path, (width, height))
+    except DataError:
+        return None
+    thumb = render_thumbnail(
+        image,
+        torch.tensor(boxes).reshape(-1, 4),
+        torch.tensor(labels),
+        torch.tensor(difficult),
+        size,
+        square=True,
+    )
+    buf = io.BytesIO()
+    thumb.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def record_thumbnail(record: ImageRecord, size: int = 220) -> bytes | None:
+    return thumbnail_jpeg(
+        str(record.image_path),
+        record.width,
+        record.height,
+        file_stamp(record.image_path),
+        tuple(record.boxes.flatten().tolist()),
+        tuple(record.labels.tolist()),
+        tuple(record.difficult.tolist()),
+        size,
+    )

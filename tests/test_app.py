@@ -1,0 +1,172 @@
+"""Streamlit AppTest of app.py (Overview) and the Browse page, including every bad input path."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, make_voc, voc_xml
+from streamlit.testing.v1 import AppTest
+
+import pages.ui
+from detviz.data.demo import make_demo_dataset
+
+TIMEOUT = 120  # the first run imports torch and torchvision
+
+
+@pytest.fixture
+def data_root(tmp_path: Path, demo_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The app reads the session's demo set, and may open folders under tmp_path."""
+    monkeypatch.setenv("DETVIZ_DEMO_DIR", str(demo_root))
+    monkeypatch.setenv("DETVIZ_DATA_ROOTS", os.pathsep.join([str(tmp_path), str(demo_root.parent)]))
+    return tmp_path
+
+
+def _app(page: str | None = None, **params: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.query_params.update(params)
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def _open_buttons(at: AppTest) -> list:
+    return [b for b in at.button if b.key and b.key.startswith("open-")]
+
+
+def test_overview_shows_the_demo_dataset(data_root: Path) -> None:
+    at = _app()
+    assert at.title[0].value == "Dataset overview"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images"] == "24" and metrics["Classes"] == "8" and metrics["Images without objects"] == "0"
+    assert len(at.get("plotly_chart")) == 4
+    assert not at.error
+
+
+def test_split_choice_changes_the_data(data_root: Path) -> None:
+    at = _app()
+    at.selectbox(key=pages.ui.SPLIT).set_value("val").run()
+    assert {m.label: m.value for m in at.metric}["Images"] == "8"
+
+
+def test_browse_grid_opens_an_image_with_its_ground_truth(data_root: Path) -> None:
+    at = _app("pages/browse.py")
+    buttons = _open_buttons(at)
+    assert len(buttons) == 24 and buttons[0].label.startswith("000001 · ")
+    assert "24 of 24 images · page 1 of 1" in _texts(at.caption)
+    buttons[2].click().run()
+    assert not at.exception
+    assert at.selectbox(key=pages.ui.IMAGE).value == "000003"
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    figure = json.loads(charts[0].proto.spec)
+    table = at.dataframe[0].value
+    assert len(figure["layout"]["shapes"]) == len(table) > 0
+    at.toggle(key=pages.ui.SHOW_LARGEST).set_value(True).run()
+    at.toggle(key=pages.ui.SHOW_MULTILABEL).set_value(True).run()
+    assert any("Largest object:" in s for s in _texts(at.success))
+    assert len(at.get("plotly_chart")) == 2  # image + multi-label strip
+    assert any("Augmentation preview" in e.label for e in at.expander)
+    copies = [c for image in at.get("image") for c in image.captions if c.startswith("copy")]
+    assert len(copies) == 4 and all(c.endswith("boxes") for c in copies)
+
+
+def test_next_previous_and_back_to_the_grid(data_root: Path) -> None:
+    at = _app("pages/browse.py", image="000005")
+    assert at.selectbox(key=pages.ui.IMAGE).value == "000005"
+    next(b for b in at.button if b.label == "Next").click().run()
+    assert at.selectbox(key=pages.ui.IMAGE).value == "000006"
+    next(b for b in at.button if b.label == "Previous").click().run()
+    next(b for b in at.button if b.label == "Previous").click().run()
+    assert at.selectbox(key=pages.ui.IMAGE).value == "000004"
+    next(b for b in at.button if b.label == "All images").click().run()
+    assert at.selectbox(key=pages.ui.IMAGE).value is None and len(_open_buttons(at)) == 24
+
+
+def test_url_restores_dataset_split_and_image(data_root: Path, demo_root: Path) -> None:
+    at = _app("pages/browse.py", data="voc", voc=str(demo_root), split="val", image="000027")
+    assert at.radio(key=pages.ui.DATA_KIND).value == "voc"
+    assert at.selectbox(key=pages.ui.SPLIT).value == "val"
+    assert at.selectbox(key=pages.ui.IMAGE).value == "000027"
+    assert "000027" in at.get("plotly_chart")[0].proto.spec
+
+
+def test_url_naming_a_missing_image_falls_back_to_the_grid(data_root: Path) -> None:
+    at = _app("pages/browse.py", image="no-such-image")
+    assert any("'no-such-image' is not in this dataset" in w for w in _texts(at.warning))
+    assert len(_open_buttons(at)) == 24
+
+
+def test_filters_and_pages(data_root: Path) -> None:
+    at = _app("pages/browse.py")
+    at.selectbox(key=pages.ui.PAGE_SIZE).set_value(12).run()
+    assert "page 1 of 2" in " ".join(_texts(at.caption))
+    at.number_input(key=pages.ui.PAGE).set_value(2).run()
+    assert _open_buttons(at)[0].label.startswith("000013")
+    at.multiselect(key=pages.ui.CLASSES).set_value(["pole"]).run()
+    caption = next(c for c in _texts(at.caption) if "images ·" in c)
+    shown = int(caption.split(" of ")[0])
+    assert 0 < shown < 24 and "page 1 of" in caption  # the page number was pulled back into range
+    at.slider(key=pages.ui.SIZE).set_value((0.99, 1.0)).run()
+    assert "No image matches the filters." in _texts(at.info)
+
+
+def test_missing_voc_folder_is_an_error_not_a_crash(data_root: Path) -> None:
+    at = _app(data="voc", voc=str(data_root / "missing"))
+    assert any("missing: folder not found" in e for e in _texts(at.error))
+
+
+def test_path_outside_the_data_roots_is_refused(data_root: Path) -> None:
+    at = _app(data="voc", voc="/etc")
+    assert any("outside the data folders this app may read" in e for e in _texts(at.error))
+
+
+def test_bad_coco_json_is_an_error(data_root: Path) -> None:
+    (data_root / "bad.json").write_text("{not json")
+    (data_root / "img").mkdir()
+    at = _app(data="coco", coco=str(data_root / "bad.json"), images=str(data_root / "img"))
+    assert any("bad.json: not valid json" in e for e in _texts(at.error))
+
+
+def test_broken_files_are_listed_and_the_rest_still_browses(data_root: Path) -> None:
+    ok = voc_xml("a.jpg", 64, 48, [{"name": "dog", "xmin": 5, "ymin": 5, "xmax": 30, "ymax": 30}])
+    empty = voc_xml("b.jpg", 64, 48, [])
+    root = make_voc(data_root / "voc", {"a": ok, "b": empty, "c": "<annotation><oops"})
+    (root / "JPEGImages" / "a.jpg").write_bytes((root / "JPEGImages" / "a.jpg").read_bytes()[:40])  # truncated
+    at = _app("pages/browse.py", data="voc", voc=str(root))
+    errors = _texts(at.error)
+    assert any("1 image(s) skipped" in e for e in errors)
+    assert any("a: cannot read a.jpg" in e for e in errors)  # the grid cell says so
+    assert len(_open_buttons(at)) == 2
+    _open_buttons(at)[0].click().run()
+    assert not at.exception
+    assert any("a.jpg: cannot read the image" in e for e in _texts(at.error))
+    _open_buttons_or_next = next(b for b in at.button if b.label == "Next")
+    _open_buttons_or_next.click().run()
+    at.toggle(key=pages.ui.SHOW_LARGEST).set_value(True).run()
+    assert any("No objects" in i for i in _texts(at.info))  # image b has no objects: legal
+
+
+def test_missing_demo_can_be_drawn_from_the_sidebar(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DETVIZ_DEMO_DIR", str(data_root / "fresh-demo"))
+    monkeypatch.setattr(pages.ui, "make_demo_dataset", functools.partial(make_demo_dataset, n_train=3, n_val=2))
+    at = _app()
+    assert any("not drawn yet" in i for i in _texts(at.info))
+    next(b for b in at.sidebar.button if b.label == "Draw the demo dataset").click().run()
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["Images"] == "3"
+
+
+def test_empty_split_is_an_error(data_root: Path) -> None:
+    root = make_voc(data_root / "voc", {})
+    at = _app(data="voc", voc=str(root))
+    assert any("the split is empty" in e for e in _texts(at.error))

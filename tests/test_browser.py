@@ -1,0 +1,176 @@
+"""Real browser: Playwright drives Debian's chromium against `streamlit run app.py` on a free port.
+
+Screenshots go to the test's temporary folder (printed with -s); look at them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from detviz.data import read_voc
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+WAIT_MS = 90_000  # the first page of a fresh server imports torch and torchvision
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not CHROMIUM.exists():
+        pytest.skip(
+            "Debian's chromium is not installed at /usr/bin/chromium (`make test` installs it when run as root)"
+        )
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    logs = tmp_path_factory.mktemp("streamlit")
+    env = os.environ | {
+        "DETVIZ_DEMO_DIR": str(demo_root),
+        "DETVIZ_DATA_ROOTS": str(demo_root.parent),
+        "DETVIZ_CACHE_DIR": str(logs / "cache"),
+    }
+    with open(logs / "streamlit.log", "w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.time() + 60
+            while True:
+                try:
+                    if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read().strip() == b"ok":
+                        break
+                except OSError:
+                    if time.time() > deadline or proc.poll() is not None:
+                        pytest.fail(f"streamlit did not start; see {logs / 'streamlit.log'}")
+                    time.sleep(0.3)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="module")
+def page(server: str) -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+        yield tab
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("screenshots")
+    print(f"\nscreenshots: {folder}")
+    return folder
+
+
+def _settled(page) -> None:
+    """Waits until Streamlit has finished running the script."""
+    page.wait_for_selector('[data-testid="stApp"]', timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " && document.querySelector('[data-testid=\"stMain\"] h1')",
+        timeout=WAIT_MS,
+    )
+    time.sleep(0.3)
+
+
+def _no_exception(page) -> None:
+    exceptions = page.locator('[data-testid="stException"]')
+    assert exceptions.count() == 0, exceptions.first.inner_text()
+
+
+def test_deep_link_on_a_fresh_server_opens_the_image_with_its_boxes(
+    page, server: str, demo_root: Path, shots: Path
+) -> None:
+    record = read_voc(demo_root, "train")[2]
+    page.goto(f"{server}/browse?image={record.image_id}")
+    page.get_by_text(f"{record.image_id} · {record.width}x{record.height} px").wait_for(timeout=WAIT_MS)
+    _settled(page)
+    _no_exception(page)
+    assert page.locator('[data-testid="stSidebar"]').get_by_text("Source").count() == 1
+    rects = page.locator(".js-plotly-plot .shapelayer path")
+    assert rects.count() == record.num_objects
+    page.screenshot(path=str(shots / "01-deep-link.png"))
+
+
+def test_overview_then_browse_then_open_an_image(page, server: str, demo_root: Path, shots: Path) -> None:
+    page.goto(server)
+    page.get_by_role("heading", name="Dataset overview").wait_for(timeout=WAIT_MS)
+    _settled(page)
+    _no_exception(page)
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text="Images").first
+    assert metric.locator('[data-testid="stMetricValue"]').inner_text() == "24"
+    assert page.locator(".js-plotly-plot").count() == 4
+    page.screenshot(path=str(shots / "02-overview.png"))
+
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Browse").click()
+    page.get_by_role("heading", name="Browse").wait_for(timeout=WAIT_MS)
+    _settled(page)
+    open_buttons = page.get_by_role("button", name=re.compile(r"^\d{6} · \d+ obj\.$"))
+    open_buttons.first.wait_for(timeout=WAIT_MS)
+    assert open_buttons.count() == 24
+    assert page.locator('[data-testid="stImage"] img').count() >= 24
+    page.screenshot(path=str(shots / "03-browse-grid.png"))
+    _no_exception(page)
+
+    record = read_voc(demo_root, "train")[0]
+    open_buttons.first.click()
+    page.get_by_text(f"{record.image_id} · {record.width}x{record.height} px").wait_for(timeout=WAIT_MS)
+    _settled(page)
+    assert page.locator(".js-plotly-plot .shapelayer path").count() == record.num_objects
+    assert "image=000001" in page.url
+    page.get_by_text("Largest object (lesson stage 1").click()
+    page.get_by_text("Largest object:").wait_for(timeout=WAIT_MS)
+    _settled(page)
+    _no_exception(page)
+    page.screenshot(path=str(shots / "04-browse-detail.png"))
