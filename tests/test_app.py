@@ -170,3 +170,43 @@ def test_empty_split_is_an_error(data_root: Path) -> None:
     root = make_voc(data_root / "voc", {})
     at = _app(data="voc", voc=str(root))
     assert any("the split is empty" in e for e in _texts(at.error))
+
+
+def test_switching_datasets_with_filters_set_keeps_working(data_root: Path) -> None:
+    """Widget values that do not fit the new dataset (classes, object counts, page) are reset."""
+    tiny = make_voc(
+        data_root / "voc",
+        {"a": voc_xml("a.jpg", 64, 48, [{"name": "dog", "xmin": 5, "ymin": 5, "xmax": 30, "ymax": 30}])},
+    )
+    at = _app("pages/browse.py")
+    at.multiselect(key=pages.ui.CLASSES).set_value(["pole"]).run()
+    at.slider(key=pages.ui.OBJECTS).set_value((2, 8)).run()
+    at.selectbox(key=pages.ui.PAGE_SIZE).set_value(12).run()
+    at.radio(key=pages.ui.DATA_KIND).set_value("voc").run()
+    at.text_input(key=pages.ui.VOC_DIR).input(str(tiny)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.multiselect(key=pages.ui.CLASSES).options == [
+        "aeroplane",
+        "bicycle",
+        "bird",
+        "boat",
+        "bottle",
+        "bus",
+        "car",
+        "cat",
+        "chair",
+        "cow",
+        "diningtable",
+        "dog",
+        "horse",
+        "motorbike",
+        "person",
+        "pottedplant",
+        "sheep",
+        "sofa",
+        "train",
+        "tvmonitor",
+    ]
+    assert at.multiselect(key=pages.ui.CLASSES).value == []
+    assert at.slider(key=pages.ui.OBJECTS).value == (0, 1)
+    assert len(_open_buttons(at)) == 1

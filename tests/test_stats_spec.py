@@ -133,7 +133,10 @@ def test_fingerprint_changes_when_files_are_added(tmp_path: Path) -> None:
 
 def test_paths_outside_the_data_roots_are_refused(tmp_path: Path) -> None:
     (tmp_path / "data" / "voc").mkdir(parents=True)
-    assert check_within_roots(tmp_path / "data" / "voc", [tmp_path / "data"]) == (tmp_path / "data" / "voc").resolve()
+    assert check_within_roots(tmp_path / "data" / "voc", [tmp_path / "data"]) == tmp_path / "data" / "voc"
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "data" / "linked").symlink_to(tmp_path / "elsewhere")  # the operator's link: allowed
+    assert check_within_roots(tmp_path / "data" / "linked", [tmp_path / "data"]) == tmp_path / "data" / "linked"
     with pytest.raises(DataError, match=r"outside the data folders this app may read .*DETVIZ_DATA_ROOTS"):
         check_within_roots(tmp_path / "data" / ".." / "secrets", [tmp_path / "data"])
     with pytest.raises(DataError, match=r"outside the data folders"):

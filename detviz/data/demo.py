@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import sys
@@ -161,7 +162,8 @@ def _write_dataset(root: Path, settings: DemoSettings, workers: int | None, prog
     jobs = [(root, settings, i) for i in range(settings.n_train + settings.n_val)]
     workers = workers or min(4, os.cpu_count() or 1)
     if workers > 1 and len(jobs) >= 32:
-        with ProcessPoolExecutor(workers) as pool:
+        # spawn, not fork: the caller may be a threaded server (the app's "draw" button)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             results = []
             for r in pool.map(_draw_and_save, jobs, chunksize=16):
                 results.append(r)

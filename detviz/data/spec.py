@@ -97,16 +97,18 @@ def check_within_roots(path: str | Path, roots: Sequence[str | Path]) -> Path:
     """Resolves a user-typed path and checks it lies inside one of `roots`.
 
     The app serves files to whoever can reach it (a classroom LAN, say), so paths typed in the
-    browser are confined to the data folders the person running it chose.
+    browser are confined to the data folders the person running it chose. `..` is resolved
+    before the check; symbolic links are not, so a link the operator put inside a root (e.g.
+    data/VOC2007 -> /datasets/VOC2007) is allowed.
 
     Raises:
         DataError: the path is outside every root.
     """
-    resolved = Path(path).expanduser().resolve()
+    resolved = _lexical(path)
     for root in roots:
-        if resolved.is_relative_to(Path(root).expanduser().resolve()):
+        if resolved.is_relative_to(_lexical(root)):
             return resolved
-    allowed = ", ".join(str(Path(r).expanduser().resolve()) for r in roots) or "none"
+    allowed = ", ".join(str(_lexical(r)) for r in roots) or "none"
     raise DataError(
         f"{resolved}: outside the data folders this app may read ({allowed}); "
         "add its folder to DETVIZ_DATA_ROOTS when starting the app."
@@ -131,3 +133,8 @@ def dataset_fingerprint(spec: DatasetSpec, split: str) -> tuple[tuple[int, int],
             root / "JPEGImages",
         ]
     return tuple(file_stamp(p) for p in paths)
+
+
+def _lexical(path: str | Path) -> Path:
+    """Absolute path with `.` and `..` removed, symbolic links kept."""
+    return Path(os.path.normpath(Path(path).expanduser().absolute()))

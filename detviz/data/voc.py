@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from xml.etree.ElementTree import Element, ParseError
 
@@ -334,14 +335,16 @@ def _save_cache(cache_file: Path, key: str, root: Path, index: DatasetIndex) -> 
         "difficult": index.difficult.numpy(),
         "truncated": index.truncated.numpy(),
     }
+    tmp = None
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
+        with tempfile.NamedTemporaryFile(dir=cache_file.parent, suffix=".tmp", delete=False) as f:
+            tmp = Path(f.name)
             np.savez(f, **arrays)
-        os.replace(tmp, cache_file)
-    except OSError:
-        pass  # the cache only saves time; a read-only or full disk must not stop reading the data
+        os.replace(tmp, cache_file)  # atomic: readers see the old file or the new one
+    except OSError:  # the cache only saves time; a read-only or full disk must not stop reading the data
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def _load_cache(cache_file: Path, key: str, root: Path) -> DatasetIndex | None:
