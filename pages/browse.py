@@ -213,8 +213,9 @@ def _augmentation_preview(index: DatasetIndex, position: int) -> None:
         seed = c2.number_input("Seed", 0, 10_000, 0, key="aug-seed")
         size = c3.selectbox("Model input size", [224, 300, 320], key="aug-size")
         st.caption(
-            "Photometric distortion, zoom-out, SSD-style IoU crop and horizontal flip, then a squeeze to "
-            f"{size}x{size}. Boxes follow every step; boxes cut to under 2 px are dropped with their labels."
+            "Colour jitter, zoom-out, SSD-style IoU crop and horizontal flip, then a squeeze to "
+            f"{size}x{size}. Boxes follow every step. An IoU crop drops the objects whose centre it cuts "
+            "off, and boxes cut to under 2 px are dropped too, with their labels."
         )
         try:
             samples = augmented_copies(index, position, copies, size, seed)

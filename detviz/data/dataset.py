@@ -77,7 +77,8 @@ def build_transform(image_size: int, augment: bool) -> v2.Compose:
     if augment:
         fill = {tv_tensors.Image: [round(255 * m) for m in IMAGENET_MEAN], "others": 0}
         steps += [
-            v2.RandomPhotometricDistort(p=0.5),
+            # colour jitter with a small hue shift: colour stays a cue (no channel shuffling)
+            v2.RandomApply([v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.02)], p=0.8),
             v2.RandomZoomOut(fill=fill, side_range=(1.0, 2.0), p=0.3),
             v2.RandomApply([v2.RandomIoUCrop()], p=0.5),
             v2.RandomHorizontalFlip(p=0.5),
@@ -101,7 +102,7 @@ class DetectionDataset(Dataset):
     Args:
         index: the dataset.
         image_size: side S of the square model input.
-        augment: apply random photometric distortion, zoom-out, IoU crop and flip.
+        augment: apply random colour jitter, zoom-out, SSD-style IoU crop and horizontal flip.
     """
 
     def __init__(self, index: DatasetIndex, image_size: int = 224, augment: bool = False):
