@@ -9,17 +9,29 @@ from dataclasses import dataclass
 
 @dataclass
 class Row:
-    """One measured quantity, its goal and how the goal reads ("<=" goals: smaller is better)."""
+    """One measured quantity and its goal.
+
+    `higher` says which way the goal reads: False for "at most goal" (times, memory), True
+    for "at least goal" (speed-ups).
+    """
 
     name: str
     value: float
     unit: str
     goal: float | None = None
     reference: str = ""
+    higher: bool = False
 
     @property
     def ratio(self) -> float | None:
+        """value / goal: at most 1 meets an "at most" goal, at least 1 an "at least" goal."""
         return None if self.goal is None else self.value / self.goal
+
+    @property
+    def met(self) -> bool:
+        if self.ratio is None:
+            return True
+        return self.ratio >= 1.0 if self.higher else self.ratio <= 1.0
 
 
 def best_of(fn: Callable[[], object], repeat: int = 5) -> float:
@@ -33,15 +45,15 @@ def best_of(fn: Callable[[], object], repeat: int = 5) -> float:
 
 
 def print_table(title: str, rows: list[Row]) -> bool:
-    """Prints a markdown table; returns True when every goal is met (ratio <= 1)."""
+    """Prints a markdown table; returns True when every goal is met."""
     print(f"\n{title}\n")
-    print("| measure | value | goal | ratio to goal | reference |")
-    print("|---|---:|---:|---:|---|")
-    ok = True
+    print("| measure | value | goal | value / goal | met | reference |")
+    print("|---|---:|---:|---:|:---:|---|")
     for r in rows:
-        goal = f"<= {r.goal:g} {r.unit}" if r.goal is not None else "-"
+        goal = f"{'>=' if r.higher else '<='} {r.goal:g} {r.unit}" if r.goal is not None else "-"
         ratio = f"{r.ratio:.2f}" if r.ratio is not None else "-"
-        ok &= r.ratio is None or r.ratio <= 1.0
-        print(f"| {r.name} | {r.value:.3g} {r.unit} | {goal} | {ratio} | {r.reference} |")
+        met = "-" if r.goal is None else ("yes" if r.met else "NO")
+        print(f"| {r.name} | {r.value:.3g} {r.unit} | {goal} | {ratio} | {met} | {r.reference} |")
+    ok = all(r.met for r in rows)
     print(f"\n{'all goals met' if ok else 'SOME GOALS MISSED'}")
     return ok

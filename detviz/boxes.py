@@ -1,0 +1,143 @@
+"""Box helpers beyond torchvision.ops: a block-wise IoU for big matrices, and box coding.
+
+torchvision.ops has IoU, format conversion, clipping and small-box removal; this module adds
+only what it lacks: an IoU matrix fast enough for a batch of ground truth against thousands of
+anchors on a CPU, and the two ways to code a box against an anchor.
+
+- "tanh" (the lesson): t = tanh(activation) in (-1, 1); the centre moves by up to half a cell
+  (t / 2 * cell size) and the size scales between 0.5x and 1.5x (t / 2 + 1). Bounded, so an
+  untrained head cannot produce absurd boxes.
+- "variance" (SSD, Faster R-CNN): dx = (cx - anchor cx) / (anchor w * v0), dw = log(w / anchor w)
+  / v1 (same for y, h) with variances (v0, v1) = (0.1, 0.2). Unbounded.
+
+Activation channels are (x, y, w, h).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torchvision.ops import box_convert, box_iou
+
+from detviz.anchors import Anchors
+from detviz.checks import check_boxes, check_same_device, check_tensor
+
+CODINGS = ("tanh", "variance")
+DEFAULT_VARIANCES = (0.1, 0.2)  # SSD's centre and size variances
+MAX_LOG_SCALE = math.log(1000.0 / 16)  # torchvision's clamp on exp() in box decoding
+TANH_LIMIT = 1 - 1e-6  # |t| < 1 so atanh stays finite when encoding boxes the coding cannot reach
+IOU_BLOCK_ELEMENTS = 1 << 18  # an IoU block of 256k float32 values (1 MB) stays in a CPU's L2 cache
+
+
+def pairwise_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU of every box of boxes1 with every box of boxes2, like torchvision.ops.box_iou.
+
+    The float32 arithmetic is box_iou's, operation for operation (the result is identical bit
+    for bit; tested), but it runs on contiguous coordinate planes, in place, a block of rows at
+    a time. For 900 ground truths x 8,732 anchors that is about 10x faster on a CPU than
+    box_iou, whose (N, M, 2) temporaries do not fit in any cache.
+
+    Args:
+        boxes1: (N, 4) xyxy. boxes2: (M, 4) xyxy.
+
+    Returns:
+        (N, M) IoU.
+    """
+    if boxes1.dtype not in (torch.float32, torch.float64) or boxes1.dtype != boxes2.dtype:
+        return box_iou(boxes1, boxes2)
+    out = torch.empty(boxes1.shape[0], boxes2.shape[0], dtype=boxes1.dtype, device=boxes1.device)
+    bx1, by1, bx2, by2 = (boxes2[:, i].contiguous() for i in range(4))
+    area2 = (bx2 - bx1) * (by2 - by1)
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
+    rows = max(1, IOU_BLOCK_ELEMENTS // max(1, boxes2.shape[0]))
+    for start in range(0, boxes1.shape[0], rows):  # blocks keep the temporaries in cache
+        a = boxes1[start : start + rows]
+        iw = torch.minimum(a[:, 2:3], bx2).sub_(torch.maximum(a[:, 0:1], bx1)).clamp_(min=0)
+        ih = torch.minimum(a[:, 3:4], by2).sub_(torch.maximum(a[:, 1:2], by1)).clamp_(min=0)
+        inter = iw.mul_(ih)
+        union = (area1[start : start + rows, None] + area2).sub_(inter)
+        torch.div(inter, union, out=out[start : start + rows])
+    return out
+
+
+def _check(name: str, t: Tensor, anchors: Anchors, coding: str) -> None:
+    if coding not in CODINGS:
+        raise ValueError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}.")
+    if t.dim() < 2:
+        raise ValueError(f"{name} must have shape (..., A, 4), got ({', '.join(map(str, t.shape))}).")
+    check_tensor(name, t, ["..."] * (t.dim() - 2) + [len(anchors), 4], floating=True)
+    check_same_device(**{name: t, "anchors": anchors.boxes})
+
+
+def activations_to_boxes(
+    box_activations: Tensor,
+    anchors: Anchors,
+    coding: str = "tanh",
+    variances: tuple[float, float] = DEFAULT_VARIANCES,
+) -> Tensor:
+    """Decodes box activations into boxes.
+
+    Args:
+        box_activations: (..., A, 4) channels (x, y, w, h), A = len(anchors).
+        anchors: the anchors the activations belong to (same device).
+        coding: "tanh" (the lesson) or "variance" (SSD).
+
+    Returns:
+        (..., A, 4) float xyxy boxes, normalized like the anchors. Not clipped to the image.
+    """
+    _check("box_activations", box_activations, anchors, coding)
+    return decode_boxes(box_activations, anchors.centers, anchors.sizes, anchors.cell_size, coding, variances)
+
+
+def decode_boxes(
+    box_activations: Tensor,
+    centers: Tensor,
+    sizes: Tensor,
+    cell_size: Tensor,
+    coding: str = "tanh",
+    variances: tuple[float, float] = DEFAULT_VARIANCES,
+) -> Tensor:
+    """The decoding of `activations_to_boxes`, unchecked, against explicit anchor tensors.
+
+    For decoding a subset of anchors (the candidates of post-processing, the positives of a
+    loss) without building an Anchors for them. Shapes: box_activations (..., N, 4), centers
+    and sizes (N, 2), cell_size (N,); returns (..., N, 4) xyxy.
+    """
+    if coding == "tanh":
+        t = torch.tanh(box_activations)
+        box_centers = centers + t[..., :2] / 2 * cell_size[:, None]
+        box_sizes = (t[..., 2:] / 2 + 1) * sizes
+    else:
+        box_centers = centers + box_activations[..., :2] * variances[0] * sizes
+        box_sizes = sizes * torch.exp((box_activations[..., 2:] * variances[1]).clamp(max=MAX_LOG_SCALE))
+    return box_convert(torch.cat([box_centers, box_sizes], dim=-1), "cxcywh", "xyxy")
+
+
+def boxes_to_activations(
+    boxes: Tensor,
+    anchors: Anchors,
+    coding: str = "tanh",
+    variances: tuple[float, float] = DEFAULT_VARIANCES,
+) -> Tensor:
+    """Encodes boxes against anchors: the inverse of `activations_to_boxes`.
+
+    Args:
+        boxes: (..., A, 4) xyxy, one box per anchor, with positive width and height.
+
+    Returns:
+        (..., A, 4) activations (x, y, w, h). With "tanh", a box the coding cannot reach (centre
+        more than half a cell away, size outside 0.5x..1.5x) is encoded as the nearest one it can.
+    """
+    _check("boxes", boxes, anchors, coding)
+    check_boxes("boxes", boxes, [*boxes.shape[:-1], 4])
+    cxcywh = box_convert(boxes, "xyxy", "cxcywh")
+    centers, sizes = cxcywh[..., :2], cxcywh[..., 2:]
+    if coding == "tanh":
+        t_xy = (centers - anchors.centers) * 2 / anchors.cell_size[:, None]
+        t_wh = (sizes / anchors.sizes - 1) * 2
+        return torch.atanh(torch.cat([t_xy, t_wh], dim=-1).clamp(-TANH_LIMIT, TANH_LIMIT))
+    d_xy = (centers - anchors.centers) / (anchors.sizes * variances[0])
+    d_wh = torch.log(sizes / anchors.sizes) / variances[1]
+    return torch.cat([d_xy, d_wh], dim=-1)

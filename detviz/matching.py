@@ -1,0 +1,256 @@
+"""Matching ground truth to anchors (the lesson's `map_to_ground_truth`, batched and inspectable).
+
+The rule, in the lesson's three steps:
+1. every anchor finds the ground truth it overlaps most (IoU, computed by
+   torchvision.ops.box_iou);
+2. every ground truth takes the anchor it overlaps most, which becomes positive for it
+   whatever the IoU ("forced"), so no object is left without an anchor;
+3. the other anchors are positive when their best IoU is above the threshold (strictly, as
+   the lesson's `gt_overlap > 0.4`), negative (background) otherwise.
+
+Ties and conflicts, resolved deterministically:
+- equal IoUs: the lower index wins (lowest ground-truth index in step 1, lowest anchor index
+  in step 2);
+- two ground truths wanting the same anchor in step 2: the one with the higher IoU keeps it
+  (equal IoU: the lower index) and the other takes its best anchor not yet taken, and so on,
+  so that each ground truth gets its own forced anchor. (The lesson's loop gave the anchor
+  to the last ground truth and left the other with none.) A ground truth gets no forced
+  anchor only when no free anchor overlaps it at all: more ground truths than anchors, or a
+  box that overlaps no anchor (a zero-area box, say).
+- a forced anchor belongs to the ground truth that forced it, even when another one
+  overlaps it more (as in the lesson).
+
+`best_iou` is always a true IoU, never the lesson's 1.99 marker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torchvision.ops import box_iou
+
+from detviz.boxes import pairwise_iou
+from detviz.checks import check_box_values, check_probability, check_same_device, check_tensor
+
+DEFAULT_IOU_THRESHOLD = 0.4  # the lesson's ssd_1_loss: positive when IoU > 0.4
+NO_MATCH = -1  # index used when there is nothing to point at
+PADDING_IOU = -1.0  # IoU stored for padding rows of a batch: below every real IoU
+_TAKEN = -2.0  # below any IoU: marks an anchor already forced
+
+
+@dataclass(frozen=True)
+class BatchMatch:
+    """Matching of a padded batch; every field has a leading batch dimension B.
+
+    Attributes:
+        iou: (B, G, A) IoU of every ground truth with every anchor (PADDING_IOU = -1 on padding
+            rows).
+        argmax_gt, argmax_iou: (B, A) step 1, the ground truth each anchor overlaps most and
+            that IoU (NO_MATCH and 0 for an image without objects).
+        best_anchor: (B, G) step 2, the anchor forced for each ground truth (NO_MATCH for
+            padding, and for a ground truth no free anchor overlaps).
+        forced: (B, A) bool, the anchor is some ground truth's forced anchor.
+        forced_gt: (B, A) int64, which one (NO_MATCH when not forced).
+        above_threshold: (B, A) bool step 3, argmax_iou > iou_threshold.
+        best_gt: (B, A) the ground truth each anchor is assigned to: forced_gt where forced,
+            else argmax_gt.
+        best_iou: (B, A) true IoU of each anchor with best_gt.
+        positive: (B, A) bool, forced or best_iou > iou_threshold.
+    """
+
+    iou: Tensor
+    argmax_gt: Tensor
+    argmax_iou: Tensor
+    best_anchor: Tensor
+    forced: Tensor
+    forced_gt: Tensor
+    above_threshold: Tensor
+    best_gt: Tensor
+    best_iou: Tensor
+    positive: Tensor
+    iou_threshold: float
+
+
+@dataclass(frozen=True)
+class Match:
+    """Matching of one image: the fields of `BatchMatch` without the batch dimension.
+
+    Shapes: iou (G, A); best_anchor (G,); every other tensor (A,).
+    """
+
+    iou: Tensor
+    argmax_gt: Tensor
+    argmax_iou: Tensor
+    best_anchor: Tensor
+    forced: Tensor
+    forced_gt: Tensor
+    above_threshold: Tensor
+    best_gt: Tensor
+    best_iou: Tensor
+    positive: Tensor
+    iou_threshold: float
+
+
+def match_anchors(gt_boxes: Tensor, anchor_boxes: Tensor, iou_threshold: float = DEFAULT_IOU_THRESHOLD) -> Match:
+    """Matches one image's ground truth to the anchors (module docstring for the rule).
+
+    Args:
+        gt_boxes: (G, 4) xyxy normalized; G = 0 is legal (every anchor is negative).
+        anchor_boxes: (A, 4) xyxy normalized, A >= 1, on the same device.
+        iou_threshold: in [0, 1].
+    """
+    check_tensor("gt_boxes", gt_boxes, ["G", 4], floating=True)
+    _check_anchors_and_threshold(anchor_boxes, iou_threshold)
+    check_same_device(gt_boxes=gt_boxes, anchor_boxes=anchor_boxes)
+    check_box_values("gt_boxes", gt_boxes)
+    check_box_values("anchor_boxes", anchor_boxes)
+    valid = torch.ones(1, gt_boxes.shape[0], dtype=torch.bool, device=gt_boxes.device)
+    batch = _match(box_iou(gt_boxes, anchor_boxes)[None], valid, iou_threshold)
+    return Match(**{k: (v[0] if isinstance(v, Tensor) else v) for k, v in batch.__dict__.items()})
+
+
+def match_batch(
+    gt_boxes: Tensor, gt_valid: Tensor, anchor_boxes: Tensor, iou_threshold: float = DEFAULT_IOU_THRESHOLD
+) -> BatchMatch:
+    """Matches a padded batch of ground truth to the anchors, without a loop over images.
+
+    Args:
+        gt_boxes: (B, G, 4) xyxy normalized, padding anywhere `gt_valid` is False.
+        gt_valid: (B, G) bool.
+        anchor_boxes: (A, 4) xyxy normalized, A >= 1.
+        iou_threshold: in [0, 1].
+    """
+    check_tensor("gt_boxes", gt_boxes, ["B", "G", 4], floating=True)
+    check_tensor("gt_valid", gt_valid, [gt_boxes.shape[0], gt_boxes.shape[1]])
+    if gt_valid.dtype != torch.bool:
+        raise ValueError(f"gt_valid must be a bool tensor, got {gt_valid.dtype}.")
+    _check_anchors_and_threshold(anchor_boxes, iou_threshold)
+    check_same_device(gt_boxes=gt_boxes, gt_valid=gt_valid, anchor_boxes=anchor_boxes)
+    check_box_values("gt_boxes", gt_boxes)
+    check_box_values("anchor_boxes", anchor_boxes)
+    b, g, _ = gt_boxes.shape
+    # pairwise_iou equals torchvision's box_iou bit for bit, and is much faster on big batches
+    iou = pairwise_iou(gt_boxes.reshape(-1, 4), anchor_boxes)
+    padding = torch.nonzero(~gt_valid.reshape(-1)).flatten()
+    iou = iou.index_fill_(0, padding, PADDING_IOU).view(b, g, anchor_boxes.shape[0])  # padding never wins a max
+    return _match(iou, gt_valid, iou_threshold)
+
+
+def _check_anchors_and_threshold(anchor_boxes: Tensor, iou_threshold: float) -> None:
+    check_tensor("anchor_boxes", anchor_boxes, ["A", 4], floating=True)
+    if anchor_boxes.shape[0] == 0:
+        raise ValueError("anchor_boxes is empty, shape (0, 4); matching needs at least one anchor.")
+    check_probability("iou_threshold", iou_threshold)
+
+
+def _match(iou: Tensor, gt_valid: Tensor, iou_threshold: float) -> BatchMatch:
+    """The three steps on a (B, G, A) IoU tensor whose padding rows hold PADDING_IOU."""
+    b, g, a = iou.shape
+    device = iou.device
+
+    # step 1: each anchor's best ground truth (max returns the first of equal values)
+    if g > 0:
+        argmax_iou, argmax_gt = iou.max(dim=1)
+        has_gt = gt_valid.any(dim=1, keepdim=True)
+        argmax_gt = torch.where(has_gt, argmax_gt, NO_MATCH)
+        argmax_iou = torch.where(has_gt, argmax_iou, 0.0)
+    else:
+        argmax_gt = torch.full((b, a), NO_MATCH, dtype=torch.int64, device=device)
+        argmax_iou = torch.zeros(b, a, device=device)
+
+    # step 2: a distinct forced anchor per ground truth
+    best_anchor = _force_anchors(iou, gt_valid)
+    forced_gt = torch.full((b, a), NO_MATCH, dtype=torch.int64, device=device)
+    img, gt = torch.nonzero(best_anchor >= 0, as_tuple=True)
+    forced_gt[img, best_anchor[img, gt]] = gt
+    forced = forced_gt >= 0
+
+    # step 3: threshold the rest
+    above = argmax_iou > iou_threshold
+    best_gt = torch.where(forced, forced_gt, argmax_gt)
+    if g > 0:
+        best_iou = iou.gather(1, best_gt.clamp(min=0)[:, None, :]).squeeze(1)
+        best_iou = torch.where(best_gt >= 0, best_iou, 0.0)
+    else:
+        best_iou = torch.zeros(b, a, device=device)
+    return BatchMatch(
+        iou=iou,
+        argmax_gt=argmax_gt,
+        argmax_iou=argmax_iou,
+        best_anchor=best_anchor,
+        forced=forced,
+        forced_gt=forced_gt,
+        above_threshold=above,
+        best_gt=best_gt,
+        best_iou=best_iou,
+        positive=forced | (best_iou > iou_threshold),
+        iou_threshold=float(iou_threshold),
+    )
+
+
+def _force_anchors(iou: Tensor, valid: Tensor) -> Tensor:
+    """(B, G) the forced anchor of each valid ground truth, each anchor forced at most once.
+
+    iou: (B, G, A), -1 on padding rows. valid: (B, G).
+
+    One pass over all ground truths settles every one whose best anchor nobody else wants;
+    only the losers of a conflict look again, among the anchors still free. The loop runs
+    once per round of conflicts (usually none, rarely more than two), never once per image.
+    """
+    b, g, a = iou.shape
+    device = iou.device
+    best_anchor = torch.full((b, g), NO_MATCH, dtype=torch.int64, device=device)
+    if g == 0:
+        return best_anchor
+    choice_iou, choice = iou.max(dim=2)  # (B, G); first anchor of equal IoUs
+    pending = valid & (choice_iou > 0)
+    taken = torch.zeros(b, a, dtype=torch.bool, device=device)
+    gt_index = torch.arange(g, device=device).expand(b, g)
+    while bool(pending.any()):
+        score = torch.where(pending, choice_iou, -torch.inf)
+        top = torch.full((b, a), -torch.inf, device=device).scatter_reduce(1, choice, score, "amax")
+        contender = pending & (score == top.gather(1, choice))
+        first = torch.full((b, a), g, device=device, dtype=torch.int64)
+        first = first.scatter_reduce(1, choice, torch.where(contender, gt_index, g), "amin")
+        winner = contender & (gt_index == first.gather(1, choice))
+        best_anchor = torch.where(winner, choice, best_anchor)
+        img, gt = torch.nonzero(winner, as_tuple=True)
+        taken[img, choice[img, gt]] = True
+        pending &= ~winner
+        if not bool(pending.any()):
+            break
+        img, gt = torch.nonzero(pending, as_tuple=True)  # the losers choose again, among free anchors
+        again_iou, again = iou[img, gt].masked_fill(taken[img], _TAKEN).max(dim=1)
+        choice[img, gt], choice_iou[img, gt] = again, again_iou
+        no_overlap = again_iou <= 0  # every free anchor misses it (or none is left)
+        pending[img[no_overlap], gt[no_overlap]] = False
+    return best_anchor
+
+
+def match_targets(match: BatchMatch, gt_boxes: Tensor, gt_labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Per-anchor training targets of a batch.
+
+    Args:
+        match: from `match_batch`. gt_boxes: (B, G, 4). gt_labels: (B, G) int64.
+        num_classes: C; background is class C.
+
+    Returns:
+        target_class: (B, A) int64, the assigned ground truth's label for positive anchors,
+            C (background) for the others.
+        target_boxes: (B, A, 4), the assigned ground truth's box (zeros for images without
+            objects); meaningful only where positive.
+    """
+    b, g = gt_labels.shape
+    a = match.best_gt.shape[1]
+    if g == 0:
+        return (
+            torch.full((b, a), num_classes, dtype=torch.int64, device=gt_labels.device),
+            torch.zeros(b, a, 4, dtype=gt_boxes.dtype, device=gt_boxes.device),
+        )
+    index = match.best_gt.clamp(min=0)
+    labels = gt_labels.gather(1, index)
+    target_class = torch.where(match.positive, labels, num_classes)
+    target_boxes = gt_boxes.gather(1, index[..., None].expand(b, a, 4))
+    return target_class, target_boxes

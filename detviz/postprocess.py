@@ -1,0 +1,197 @@
+"""Post-processing: box activations and class logits -> detections, with NMS.
+
+Per image: decode the boxes; score every (anchor, class) pair with its own sigmoid (the
+model is trained with BCE / focal loss, so the background column is not used); keep the
+pairs above `score_threshold` (at most `max_candidates` of the best); non-maximum suppression
+per class (`torchvision.ops.batched_nms`); keep the best `max_detections`.
+
+With `return_trace=True` each result also says, for every candidate, whether NMS kept it and
+if not which kept box suppressed it at what IoU: computed after NMS in one vectorised step,
+and equal to what a step-by-step greedy NMS would report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms, box_iou
+
+from detviz.anchors import Anchors
+from detviz.boxes import CODINGS, decode_boxes
+from detviz.checks import check_probability, check_same_device, check_tensor
+
+DEFAULT_SCORE_THRESHOLD = 0.05  # SSD's usual evaluation threshold
+DEFAULT_NMS_IOU = 0.45  # SSD's NMS IoU
+DEFAULT_MAX_DETECTIONS = 100
+DEFAULT_MAX_CANDIDATES = 1000  # best-scoring pairs that go into NMS (torchvision's SSD keeps 400 per class)
+
+KEPT, SUPPRESSED, OVER_LIMIT = 0, 1, 2  # candidate status in a trace
+
+
+@dataclass(frozen=True)
+class NMSTrace:
+    """What happened to every candidate of one image, in descending score order.
+
+    Attributes:
+        boxes: (M, 4) xyxy normalized. scores: (M,). labels: (M,) int64. anchor: (M,) int64.
+        status: (M,) int64: KEPT, SUPPRESSED by NMS, or OVER_LIMIT (kept by NMS but beyond
+            max_detections).
+        suppressed_by: (M,) int64 position (in this trace) of the kept box that suppressed the
+            candidate, -1 when it was not suppressed.
+        suppression_iou: (M,) IoU with that box, 0 when not suppressed.
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    anchor: Tensor
+    status: Tensor
+    suppressed_by: Tensor
+    suppression_iou: Tensor
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Detections of one image, best first.
+
+    Attributes:
+        boxes: (N, 4) xyxy normalized. scores: (N,). labels: (N,) int64 in 0 .. C-1.
+        anchor: (N,) int64 the anchor each detection came from.
+        trace: the candidates and NMS decisions, when asked for.
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    anchor: Tensor
+    trace: NMSTrace | None = None
+
+    def __len__(self) -> int:
+        return self.scores.shape[0]
+
+
+def postprocess(
+    class_logits: Tensor,
+    box_activations: Tensor,
+    anchors: Anchors,
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    nms_iou: float = DEFAULT_NMS_IOU,
+    max_detections: int = DEFAULT_MAX_DETECTIONS,
+    max_candidates: int = DEFAULT_MAX_CANDIDATES,
+    coding: str = "tanh",
+    return_trace: bool = False,
+) -> list[Detections]:
+    """Turns a batch of head outputs into detections (module docstring for the steps).
+
+    Args:
+        class_logits: (B, A, C + 1), last column background. box_activations: (B, A, 4).
+        anchors: A anchors on the same device.
+        score_threshold: in [0, 1); a pair is a candidate when its probability exceeds it.
+        nms_iou: in (0, 1]; a box overlapping a better one of its class by more is dropped.
+        max_detections, max_candidates: positive limits per image.
+        coding: the box coding the head was trained with.
+        return_trace: also return each candidate's fate (`Detections.trace`).
+
+    Returns:
+        One `Detections` per image (empty when nothing passes the threshold).
+    """
+    check_tensor("class_logits", class_logits, ["B", len(anchors), "C+1"], floating=True)
+    b, a, c1 = class_logits.shape
+    check_tensor("box_activations", box_activations, [b, a, 4], floating=True)
+    check_same_device(class_logits=class_logits, box_activations=box_activations, anchors=anchors.boxes)
+    if not 0.0 <= score_threshold < 1.0:
+        raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}.")
+    check_probability("nms_iou", nms_iou, low_open=True)
+    for name, value in (("max_detections", max_detections), ("max_candidates", max_candidates)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    num_classes = c1 - 1
+
+    if coding not in CODINGS:
+        raise ValueError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}.")
+    if not bool(torch.isfinite(class_logits.sum())):  # one cheap pass; NaN or inf anywhere shows in the sum
+        raise ValueError("class_logits contains NaN or inf; the model's output is broken.")
+
+    # candidates: compare logits with logit(threshold), so only the survivors go through a sigmoid
+    cut = math.log(score_threshold / (1 - score_threshold)) if score_threshold > 0 else -math.inf
+    flat = torch.nonzero((class_logits > cut).view(-1)).squeeze(1)  # positions in (B, A, C + 1), image-major
+    flat = flat[flat % c1 != num_classes]  # the background column is not a class
+    cand_logits = class_logits.reshape(-1)[flat]
+    img, label, anchor = flat // (a * c1), flat % c1, (flat // c1) % a
+
+    # best first within each image (nonzero already grouped them by image), at most max_candidates
+    order = torch.argsort(cand_logits, descending=True, stable=True)
+    if b > 1:
+        order = order[torch.argsort(img[order], stable=True)]
+    img, anchor, label, cand_logits = img[order], anchor[order], label[order], cand_logits[order]
+    counts = torch.bincount(img, minlength=b)
+    if img.numel() > max_candidates and int(counts.max()) > max_candidates:
+        rank = torch.arange(img.numel(), device=img.device) - (torch.cumsum(counts, 0) - counts)[img]
+        within = rank < max_candidates
+        img, anchor, label, cand_logits = img[within], anchor[within], label[within], cand_logits[within]
+
+    boxes = decode_boxes(
+        box_activations[img, anchor].float(),
+        anchors.centers[anchor],
+        anchors.sizes[anchor],
+        anchors.cell_size[anchor],
+        coding,
+    )
+    if not bool(torch.isfinite(boxes).all()):
+        raise ValueError("box_activations gives non-finite boxes (NaN or inf); the model's output is broken.")
+    scores = torch.sigmoid(cand_logits.float())
+    keep = batched_nms(boxes, scores, img * num_classes + label, nms_iou)  # one NMS for the whole batch
+
+    results = []
+    for i in range(b):  # B small slices of the kept indices; the work above is batched
+        mine = (keep if b == 1 else keep[img[keep] == i])[:max_detections]
+        det = Detections(boxes[mine], scores[mine], label[mine], anchor[mine])
+        if return_trace:
+            members = torch.nonzero(img == i).flatten()
+            det = Detections(
+                det.boxes,
+                det.scores,
+                det.labels,
+                det.anchor,
+                _trace(boxes[members], scores[members], label[members], anchor[members], members, keep, mine, nms_iou),
+            )
+        results.append(det)
+    return results
+
+
+def _trace(
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    anchor: Tensor,
+    members: Tensor,
+    keep: Tensor,
+    final: Tensor,
+    nms_iou: float,
+) -> NMSTrace:
+    """Every candidate's fate. members: (M,) their positions in the batch's candidate list,
+    already in descending score order; keep: kept by NMS (any image); final: kept and within
+    max_detections (this image)."""
+    m = members.numel()
+    kept = torch.isin(members, keep)
+    status = torch.full((m,), SUPPRESSED, dtype=torch.int64, device=boxes.device)
+    status[kept] = OVER_LIMIT
+    status[torch.isin(members, final)] = KEPT
+    suppressed_by = torch.full((m,), -1, dtype=torch.int64, device=boxes.device)
+    suppression_iou = torch.zeros(m, device=boxes.device)
+    loser, winner = torch.nonzero(~kept).flatten(), torch.nonzero(kept).flatten()
+    if loser.numel() and winner.numel():
+        iou = box_iou(boxes[loser], boxes[winner])  # (losers, kept)
+        # greedy NMS removes a box at the first kept box of its class, earlier in score order,
+        # that overlaps it by more than the threshold
+        able = (
+            (labels[loser][:, None] == labels[winner][None, :]) & (winner[None, :] < loser[:, None]) & (iou > nms_iou)
+        )
+        first = torch.where(able, torch.arange(winner.numel(), device=boxes.device), winner.numel()).min(1).values
+        found = first < winner.numel()
+        suppressed_by[loser[found]] = winner[first[found]]
+        suppression_iou[loser[found]] = iou[found, first[found]]
+    return NMSTrace(boxes, scores, labels, anchor, status, suppressed_by, suppression_iou)
