@@ -41,7 +41,22 @@ _TAKEN = -2.0  # below any IoU: marks an anchor already forced
 
 
 @dataclass(frozen=True)
-class BatchMatch:
+class _MatchSteps:
+    iou: Tensor
+    argmax_gt: Tensor
+    argmax_iou: Tensor
+    best_anchor: Tensor
+    forced: Tensor
+    forced_gt: Tensor
+    above_threshold: Tensor
+    best_gt: Tensor
+    best_iou: Tensor
+    positive: Tensor
+    iou_threshold: float
+
+
+@dataclass(frozen=True)
+class BatchMatch(_MatchSteps):
     """Matching of a padded batch; every field has a leading batch dimension B.
 
     Attributes:
@@ -60,37 +75,13 @@ class BatchMatch:
         positive: (B, A) bool, forced or best_iou > iou_threshold.
     """
 
-    iou: Tensor
-    argmax_gt: Tensor
-    argmax_iou: Tensor
-    best_anchor: Tensor
-    forced: Tensor
-    forced_gt: Tensor
-    above_threshold: Tensor
-    best_gt: Tensor
-    best_iou: Tensor
-    positive: Tensor
-    iou_threshold: float
-
 
 @dataclass(frozen=True)
-class Match:
+class Match(_MatchSteps):
     """Matching of one image: the fields of `BatchMatch` without the batch dimension.
 
     Shapes: iou (G, A); best_anchor (G,); every other tensor (A,).
     """
-
-    iou: Tensor
-    argmax_gt: Tensor
-    argmax_iou: Tensor
-    best_anchor: Tensor
-    forced: Tensor
-    forced_gt: Tensor
-    above_threshold: Tensor
-    best_gt: Tensor
-    best_iou: Tensor
-    positive: Tensor
-    iou_threshold: float
 
 
 def match_anchors(gt_boxes: Tensor, anchor_boxes: Tensor, iou_threshold: float = DEFAULT_IOU_THRESHOLD) -> Match:

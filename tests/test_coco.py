@@ -11,7 +11,7 @@ from conftest import make_voc
 from PIL import Image
 from test_voc import SIZES, VOC_000012, VOC_000017
 
-from detviz.data import DataError, read_coco, read_voc
+from detviz.data import VOC_CLASSES, DataError, read_coco, read_voc
 
 # The same two images in the lesson's pascal_train2007.json format (category ids 1..20). The
 # boxes are the lesson's printed CSV rows "96 155 269 350" and "61 184 198 278 77 89 335 402"
@@ -27,33 +27,7 @@ LESSON_JSON = {
         {"iscrowd": 0, "image_id": 17, "bbox": [184, 61, 95, 138], "category_id": 15, "id": 2, "ignore": 0},
         {"iscrowd": 0, "image_id": 17, "bbox": [89, 77, 314, 259], "category_id": 13, "id": 3, "ignore": 1},
     ],
-    "categories": [
-        {"supercategory": "none", "id": i + 1, "name": name}
-        for i, name in enumerate(
-            [
-                "aeroplane",
-                "bicycle",
-                "bird",
-                "boat",
-                "bottle",
-                "bus",
-                "car",
-                "cat",
-                "chair",
-                "cow",
-                "diningtable",
-                "dog",
-                "horse",
-                "motorbike",
-                "person",
-                "pottedplant",
-                "sheep",
-                "sofa",
-                "train",
-                "tvmonitor",
-            ]
-        )
-    ],
+    "categories": [{"supercategory": "none", "id": i + 1, "name": name} for i, name in enumerate(VOC_CLASSES)],
 }
 
 
