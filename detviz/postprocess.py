@@ -73,6 +73,140 @@ class Detections:
         return self.scores.shape[0]
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """(anchor, class) pairs scoring above a threshold, grouped by image, best first in each.
+
+    Attributes:
+        image, anchor, label: (P,) int64. boxes: (P, 4) decoded xyxy normalized. scores: (P,).
+        num_images: B.
+    """
+
+    image: Tensor
+    anchor: Tensor
+    label: Tensor
+    boxes: Tensor
+    scores: Tensor
+    num_images: int
+
+    def __len__(self) -> int:
+        return self.scores.shape[0]
+
+    def subset(self, mask: Tensor) -> Candidates:
+        """The candidates where `mask` (P,) is True, in the same order."""
+        return Candidates(
+            self.image[mask], self.anchor[mask], self.label[mask], self.boxes[mask], self.scores[mask], self.num_images
+        )
+
+
+def find_candidates(
+    class_logits: Tensor,
+    box_activations: Tensor,
+    anchors: Anchors,
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    max_candidates: int = DEFAULT_MAX_CANDIDATES,
+    coding: str = "tanh",
+) -> Candidates:
+    """The first half of `postprocess`: threshold the class scores and decode the survivors.
+
+    Args: as `postprocess`. Raises ValueError on bad arguments or non-finite outputs.
+    """
+    check_tensor("class_logits", class_logits, ["B", len(anchors), "C+1"], floating=True)
+    b, a, c1 = class_logits.shape
+    check_tensor("box_activations", box_activations, [b, a, 4], floating=True)
+    check_same_device(class_logits=class_logits, box_activations=box_activations, anchors=anchors.boxes)
+    if not 0.0 <= score_threshold < 1.0:
+        raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}.")
+    _check_count("max_candidates", max_candidates)
+    if coding not in CODINGS:
+        raise ValueError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}.")
+    if not bool(torch.isfinite(class_logits.sum())):  # one cheap pass; NaN or inf anywhere shows in the sum
+        raise ValueError("class_logits contains NaN or inf; the model's output is broken.")
+    num_classes = c1 - 1
+
+    # compare logits with logit(threshold), so only the survivors go through a sigmoid
+    cut = math.log(score_threshold / (1 - score_threshold)) if score_threshold > 0 else -math.inf
+    flat = torch.nonzero((class_logits > cut).view(-1)).squeeze(1)  # positions in (B, A, C + 1), image-major
+    flat = flat[flat % c1 != num_classes]  # the background column is not a class
+    cand_logits = class_logits.reshape(-1)[flat]
+    img, label, anchor = flat // (a * c1), flat % c1, (flat // c1) % a
+
+    # best first within each image (nonzero already grouped them by image), at most max_candidates
+    order = torch.argsort(cand_logits, descending=True, stable=True)
+    if b > 1:
+        order = order[torch.argsort(img[order], stable=True)]
+    img, anchor, label, cand_logits = img[order], anchor[order], label[order], cand_logits[order]
+    if img.numel() > max_candidates:
+        counts = torch.bincount(img, minlength=b)
+        within = _rank_in_image(img, counts) < max_candidates
+        img, anchor, label, cand_logits = img[within], anchor[within], label[within], cand_logits[within]
+
+    act = box_activations[img, anchor].float()
+    boxes = decode_boxes(act, anchors.centers[anchor], anchors.sizes[anchor], anchors.cell_size[anchor], coding)
+    if not bool(torch.isfinite(boxes).all()):
+        raise ValueError("box_activations gives non-finite boxes (NaN or inf); the model's output is broken.")
+    return Candidates(img, anchor, label, boxes, torch.sigmoid(cand_logits.float()), b)
+
+
+def select(candidates: Candidates, nms_iou: float, max_detections: int) -> tuple[Tensor, Tensor]:
+    """The second half of `postprocess`: NMS per image and class, then the best per image.
+
+    Returns:
+        kept: positions of the candidates NMS keeps, grouped by image, best first.
+        final: the first max_detections of them in each image.
+    """
+    check_probability("nms_iou", nms_iou, low_open=True)
+    _check_count("max_detections", max_detections)
+    kept = grouped_nms(candidates.boxes, candidates.scores, candidates.label, candidates.image, nms_iou)
+    return kept, first_per_image(kept, candidates.image, candidates.num_images, max_detections)
+
+
+def first_per_image(positions: Tensor, image: Tensor, num_images: int, limit: int) -> Tensor:
+    """The first `limit` of `positions` (ascending, so grouped by image, best first) in each image."""
+    counts = torch.bincount(image[positions], minlength=num_images)
+    return positions[_rank_in_image(image[positions], counts) < limit]
+
+
+NMS_CHUNK = 256  # boxes per batched_nms call: balances its per-call cost against its O(n^2) loop
+
+
+def grouped_nms(boxes: Tensor, scores: Tensor, labels: Tensor, image: Tensor, nms_iou: float) -> Tensor:
+    """NMS within each (image, class) group. Returns the kept positions in ascending order (for
+    candidates grouped by image and best first, that is still by image, best first).
+
+    One batched_nms call compares every pair of its boxes in an O(n^2) C++ loop (or, past 1,000
+    boxes, loops over the groups in Python), so the groups are sent in chunks of about
+    NMS_CHUNK boxes: few calls, and no comparisons across far-apart groups.
+    """
+    width = int(labels.max()) + 1 if labels.numel() else 1
+    group = image * width + labels
+    if boxes.shape[0] <= NMS_CHUNK:
+        return torch.sort(batched_nms(boxes, scores, group, nms_iou)).values
+    order = torch.argsort(group, stable=True)  # groups together, each still best first
+    kept, start, stop = [], 0, 0
+    for count in torch.unique_consecutive(group[order], return_counts=True)[1].tolist():
+        if stop > start and stop - start + count > NMS_CHUNK:
+            kept.append(order[start:stop][_nms(boxes, scores, group, order[start:stop], nms_iou)])
+            start = stop
+        stop += count
+    kept.append(order[start:stop][_nms(boxes, scores, group, order[start:stop], nms_iou)])
+    return torch.sort(torch.cat(kept)).values
+
+
+def _nms(boxes: Tensor, scores: Tensor, group: Tensor, part: Tensor, nms_iou: float) -> Tensor:
+    return batched_nms(boxes[part], scores[part], group[part], nms_iou)
+
+
+def _rank_in_image(image: Tensor, counts: Tensor) -> Tensor:
+    """Position of each row within its image, for rows grouped by image."""
+    return torch.arange(image.numel(), device=image.device) - (torch.cumsum(counts, 0) - counts)[image]
+
+
+def _check_count(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
 def postprocess(
     class_logits: Tensor,
     box_activations: Tensor,
@@ -98,67 +232,27 @@ def postprocess(
     Returns:
         One `Detections` per image (empty when nothing passes the threshold).
     """
-    check_tensor("class_logits", class_logits, ["B", len(anchors), "C+1"], floating=True)
-    b, a, c1 = class_logits.shape
-    check_tensor("box_activations", box_activations, [b, a, 4], floating=True)
-    check_same_device(class_logits=class_logits, box_activations=box_activations, anchors=anchors.boxes)
-    if not 0.0 <= score_threshold < 1.0:
-        raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}.")
     check_probability("nms_iou", nms_iou, low_open=True)
-    for name, value in (("max_detections", max_detections), ("max_candidates", max_candidates)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    num_classes = c1 - 1
-
-    if coding not in CODINGS:
-        raise ValueError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}.")
-    if not bool(torch.isfinite(class_logits.sum())):  # one cheap pass; NaN or inf anywhere shows in the sum
-        raise ValueError("class_logits contains NaN or inf; the model's output is broken.")
-
-    # candidates: compare logits with logit(threshold), so only the survivors go through a sigmoid
-    cut = math.log(score_threshold / (1 - score_threshold)) if score_threshold > 0 else -math.inf
-    flat = torch.nonzero((class_logits > cut).view(-1)).squeeze(1)  # positions in (B, A, C + 1), image-major
-    flat = flat[flat % c1 != num_classes]  # the background column is not a class
-    cand_logits = class_logits.reshape(-1)[flat]
-    img, label, anchor = flat // (a * c1), flat % c1, (flat // c1) % a
-
-    # best first within each image (nonzero already grouped them by image), at most max_candidates
-    order = torch.argsort(cand_logits, descending=True, stable=True)
-    if b > 1:
-        order = order[torch.argsort(img[order], stable=True)]
-    img, anchor, label, cand_logits = img[order], anchor[order], label[order], cand_logits[order]
-    counts = torch.bincount(img, minlength=b)
-    if img.numel() > max_candidates and int(counts.max()) > max_candidates:
-        rank = torch.arange(img.numel(), device=img.device) - (torch.cumsum(counts, 0) - counts)[img]
-        within = rank < max_candidates
-        img, anchor, label, cand_logits = img[within], anchor[within], label[within], cand_logits[within]
-
-    boxes = decode_boxes(
-        box_activations[img, anchor].float(),
-        anchors.centers[anchor],
-        anchors.sizes[anchor],
-        anchors.cell_size[anchor],
-        coding,
-    )
-    if not bool(torch.isfinite(boxes).all()):
-        raise ValueError("box_activations gives non-finite boxes (NaN or inf); the model's output is broken.")
-    scores = torch.sigmoid(cand_logits.float())
-    keep = batched_nms(boxes, scores, img * num_classes + label, nms_iou)  # one NMS for the whole batch
-
+    _check_count("max_detections", max_detections)
+    cands = find_candidates(class_logits, box_activations, anchors, score_threshold, max_candidates, coding)
+    kept, final = select(cands, nms_iou, max_detections)
     results = []
-    for i in range(b):  # B small slices of the kept indices; the work above is batched
-        mine = (keep if b == 1 else keep[img[keep] == i])[:max_detections]
-        det = Detections(boxes[mine], scores[mine], label[mine], anchor[mine])
+    for i in range(cands.num_images):  # B small slices; the work above is batched
+        mine = final if cands.num_images == 1 else final[cands.image[final] == i]
+        trace = None
         if return_trace:
-            members = torch.nonzero(img == i).flatten()
-            det = Detections(
-                det.boxes,
-                det.scores,
-                det.labels,
-                det.anchor,
-                _trace(boxes[members], scores[members], label[members], anchor[members], members, keep, mine, nms_iou),
+            members = torch.nonzero(cands.image == i).flatten()
+            trace = _trace(
+                cands.boxes[members],
+                cands.scores[members],
+                cands.label[members],
+                cands.anchor[members],
+                members,
+                kept,
+                mine,
+                nms_iou,
             )
-        results.append(det)
+        results.append(Detections(cands.boxes[mine], cands.scores[mine], cands.label[mine], cands.anchor[mine], trace))
     return results
 
 
