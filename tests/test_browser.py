@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from playwright.sync_api import expect
 
 from detviz.data import read_voc
 
@@ -138,8 +139,7 @@ def test_deep_link_on_a_fresh_server_opens_the_image_with_its_boxes(
     _settled(page)
     _no_exception(page)
     assert page.locator('[data-testid="stSidebar"]').get_by_text("Source").count() == 1
-    rects = page.locator(".js-plotly-plot .shapelayer path")
-    assert rects.count() == record.num_objects
+    expect(page.locator(".js-plotly-plot .shapelayer path")).to_have_count(record.num_objects, timeout=WAIT_MS)
     page.screenshot(path=str(shots / "01-deep-link.png"))
 
 
@@ -150,16 +150,15 @@ def test_overview_then_browse_then_open_an_image(page, server: str, demo_root: P
     _no_exception(page)
     metric = page.locator('[data-testid="stMetric"]').filter(has_text="Images").first
     assert metric.locator('[data-testid="stMetricValue"]').inner_text() == "24"
-    assert page.locator(".js-plotly-plot").count() == 4
+    expect(page.locator(".js-plotly-plot")).to_have_count(4, timeout=WAIT_MS)
     page.screenshot(path=str(shots / "02-overview.png"))
 
     page.locator('[data-testid="stSidebarNav"]').get_by_text("Browse").click()
     page.get_by_role("heading", name="Browse").wait_for(timeout=WAIT_MS)
     _settled(page)
     open_buttons = page.get_by_role("button", name=re.compile(r"^\d{6} · \d+ obj\.$"))
-    open_buttons.first.wait_for(timeout=WAIT_MS)
-    assert open_buttons.count() == 24
-    assert page.locator('[data-testid="stImage"] img').count() >= 24
+    expect(open_buttons).to_have_count(24, timeout=WAIT_MS)  # waits while the grid streams in
+    expect(page.locator('[data-testid="stImage"] img')).to_have_count(24, timeout=WAIT_MS)
     page.screenshot(path=str(shots / "03-browse-grid.png"))
     _no_exception(page)
 
@@ -167,7 +166,7 @@ def test_overview_then_browse_then_open_an_image(page, server: str, demo_root: P
     open_buttons.first.click()
     page.get_by_text(f"{record.image_id} · {record.width}x{record.height} px").wait_for(timeout=WAIT_MS)
     _settled(page)
-    assert page.locator(".js-plotly-plot .shapelayer path").count() == record.num_objects
+    expect(page.locator(".js-plotly-plot .shapelayer path")).to_have_count(record.num_objects, timeout=WAIT_MS)
     assert "image=000001" in page.url
     page.get_by_text("Largest object (lesson stage 1").click()
     page.get_by_text("Largest object:").wait_for(timeout=WAIT_MS)
