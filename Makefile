@@ -10,7 +10,7 @@ DEMO := data/demo/demo.json
 ADDRESS ?= localhost
 PORT ?= 8501
 
-.PHONY: run test bench lint demo-data chromium clean
+.PHONY: run test bench lint demo-data demo-checkpoint chromium clean
 
 run: $(RUNTIME) $(DEMO)
 	$(PY) -m streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT)
@@ -26,6 +26,10 @@ lint: $(DEV)
 	$(PY) -m ruff format --check .
 
 demo-data: $(DEMO)
+
+# Trains the shipped checkpoints on the CPU (about an hour each on 2 cores) and writes their model card.
+demo-checkpoint: $(RUNTIME) $(DEMO)
+	$(PY) -m detviz.train.demo_checkpoint --data data/demo --runs runs --out checkpoints
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

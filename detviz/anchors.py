@@ -115,8 +115,17 @@ class AnchorConfig:
         return sum(g * g * k for g, k in zip(self.grids, self.shapes_per_level(), strict=True))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (lists and numbers) for a checkpoint or json."""
-        return asdict(self)
+        """Plain data (lists and numbers) for a checkpoint or json: no AnchorShape objects, so a
+        checkpoint holding it loads with torch.load(weights_only=True)."""
+        data = asdict(self)
+        data["grids"] = list(self.grids)
+        data["zooms"] = list(self.zooms)
+        data["shapes"] = [list(s) for s in self.shapes]
+        if self.level_shapes is not None:
+            data["level_shapes"] = [[list(s) for s in level] for level in self.level_shapes]
+        if self.steps is not None:
+            data["steps"] = list(self.steps)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AnchorConfig:

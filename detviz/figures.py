@@ -329,3 +329,47 @@ def _dashed_rect(
                 fill=color,
                 width=2,
             )
+
+
+def lr_finder_figure(result: dict) -> go.Figure:
+    """The learning-rate finder's curve: loss (raw and smoothed) against a log learning rate,
+    with the suggested rate marked."""
+    fig = go.Figure(
+        [
+            go.Scatter(
+                x=result["lrs"],
+                y=result["losses"],
+                mode="lines",
+                name="loss",
+                line=dict(color="#cbd5e0"),
+                hovertemplate="lr %{x:.2g}: loss %{y:.4g}<extra></extra>",
+            ),
+            go.Scatter(
+                x=result["lrs"],
+                y=result["smoothed"],
+                mode="lines",
+                name="smoothed",
+                line=dict(color="#2b6cb0"),
+                hovertemplate="lr %{x:.2g}: smoothed %{y:.4g}<extra></extra>",
+            ),
+        ]
+    )
+    fig.add_vline(
+        x=result["suggestion"],
+        line=dict(color="#c53030", dash="dash"),
+        annotation_text=f"suggested {result['suggestion']:.2g}",
+        annotation_position="top",
+    )
+    fig.update_xaxes(type="log", title="learning rate")
+    fig.update_yaxes(title="loss")
+    if result["smoothed"]:
+        low, high = min(result["smoothed"]), result["smoothed"][0]
+        fig.update_yaxes(range=[low - 0.1 * abs(high - low), high + 0.5 * abs(high - low)])
+    fig.update_layout(
+        title="Learning-rate finder",
+        height=340,
+        margin=dict(l=0, r=0, t=40, b=0),
+        font=FONT,
+        legend=dict(orientation="h", y=1.12, x=1, xanchor="right"),
+    )
+    return fig

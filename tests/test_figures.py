@@ -88,3 +88,18 @@ def test_thumbnail_sizes_and_box_colour() -> None:
     assert thumb.getpixel((5, 15)) == (r, g, b)  # left edge of the box, scaled by 1/2
     square = render_thumbnail(_image(80, 60), boxes, torch.tensor([1]), torch.tensor([True]), size=40, square=True)
     assert square.size == (40, 40)
+
+
+def test_lr_finder_figure_marks_the_suggestion() -> None:
+    from detviz.figures import lr_finder_figure
+
+    result = {
+        "lrs": [1e-5, 1e-4, 1e-3, 1e-2],
+        "losses": [3.0, 2.5, 1.0, 9.0],
+        "smoothed": [3.0, 2.8, 2.0, 4.0],
+        "suggestion": 1e-4,
+        "steepest": 1e-3,
+    }
+    fig = lr_finder_figure(result)
+    assert [t.name for t in fig.data] == ["loss", "smoothed"] and list(fig.data[1].y) == [3.0, 2.8, 2.0, 4.0]
+    assert fig.layout.xaxis.type == "log" and fig.layout.shapes[0].x0 == 1e-4

@@ -97,13 +97,11 @@ def read_coco(json_path: str | Path, image_dir: str | Path, *, strict: bool = Tr
     if strict and problems:
         more = len(problems) - 1
         raise DataError(problems[0] + (f" ({more} more problems)" if more else ""))
-    return DatasetIndex.from_annotations(
-        classes,
-        annotations,
-        source=f"COCO {json_path}",
-        problems=problems,
-        warnings=warnings,
+    index = DatasetIndex.from_annotations(
+        classes, annotations, source=f"COCO {json_path}", problems=problems, warnings=warnings
     )
+    index.category_ids = sorted(cat_to_label, key=cat_to_label.get)
+    return index
 
 
 class _BadImageAnnotation(DataError):

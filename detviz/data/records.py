@@ -86,6 +86,7 @@ class DatasetIndex:
         source: a short description of where the data came from.
         problems: one line per file that was skipped because it is broken (non-strict reading).
         warnings: one line per fix applied while reading (e.g. a box clipped to the image).
+        category_ids: for COCO data, the json's category id of each label (for results files).
     """
 
     classes: list[str]
@@ -101,6 +102,7 @@ class DatasetIndex:
     source: str = ""
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    category_ids: list[int] | None = None  # COCO: the json's category id of each label
 
     @classmethod
     def from_annotations(
@@ -200,6 +202,7 @@ class DatasetIndex:
             source=self.source,
             problems=list(self.problems),
             warnings=list(self.warnings),
+            category_ids=self.category_ids,
         )
 
 

@@ -1,0 +1,104 @@
+"""Inference: a checkpoint in, detections in each image's pixels out.
+
+Images go through the same steps as validation images in training (to a uint8 tensor, squeeze
+to the model's square size with antialiasing, scale to [0, 1]), so a model sees in the app
+exactly what it saw in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
+
+from detviz.anchors import Anchors, make_anchors
+from detviz.models import CheckpointError, CheckpointInfo, load_checkpoint
+from detviz.postprocess import (
+    DEFAULT_MAX_DETECTIONS,
+    DEFAULT_NMS_IOU,
+    DEFAULT_SCORE_THRESHOLD,
+    Detections,
+    postprocess,
+)
+
+
+def to_model_input(images: Sequence[Image.Image], size: int) -> Tensor:
+    """(B, 3, size, size) float32 in [0, 1]: the validation transform of DetectionDataset."""
+    tensors = []
+    for image in images:
+        t = TF.pil_to_tensor(image.convert("RGB"))
+        t = TF.resize(t, [size, size], antialias=True)
+        tensors.append(TF.to_dtype(t, torch.float32, scale=True))
+    return torch.stack(tensors)
+
+
+class Detector:
+    """An SSD model from a checkpoint, ready to detect.
+
+    Attributes:
+        classes: class names. anchors: the model's Anchors (on its device). image_size: input side.
+        info: what the checkpoint says (config, training, metrics).
+    """
+
+    def __init__(self, model: torch.nn.Module, info: CheckpointInfo, device: str | torch.device = "cpu"):
+        if info.model.kind not in ("ssd", "ssd-multiscale"):
+            raise CheckpointError(
+                f"{info.path}: a {info.model.kind} model; detection needs an ssd or ssd-multiscale one."
+            )
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.info = info
+        self.classes = info.classes
+        self.image_size = info.model.image_size
+        self.coding = info.model.coding
+        self.anchors: Anchors = make_anchors(info.model.anchor_config()).to(self.device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Detector:
+        """Loads a checkpoint safely (see `load_checkpoint`). Raises CheckpointError."""
+        model, info = load_checkpoint(path, map_location=device)
+        return cls(model, info, device)
+
+    @torch.no_grad()
+    def raw_outputs(self, images: Sequence[Image.Image]) -> tuple[Tensor, Tensor]:
+        """The head's outputs: class_logits (B, A, C + 1) and box_activations (B, A, 4), float32."""
+        if not images:
+            a, c1 = len(self.anchors), len(self.classes) + 1
+            return torch.zeros(0, a, c1, device=self.device), torch.zeros(0, a, 4, device=self.device)
+        class_logits, box_activations = self.model(to_model_input(images, self.image_size).to(self.device))
+        return class_logits.float(), box_activations.float()
+
+    def detect(
+        self,
+        images: Sequence[Image.Image],
+        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+        nms_iou: float = DEFAULT_NMS_IOU,
+        max_detections: int = DEFAULT_MAX_DETECTIONS,
+        return_trace: bool = False,
+    ) -> list[Detections]:
+        """Detections per image; boxes in that image's pixels (DESIGN convention, xyxy)."""
+        class_logits, box_activations = self.raw_outputs(images)
+        results = postprocess(
+            class_logits,
+            box_activations,
+            self.anchors,
+            score_threshold,
+            nms_iou,
+            max_detections,
+            coding=self.coding,
+            return_trace=return_trace,
+        )
+        return [to_pixels(d, image.width, image.height) for d, image in zip(results, images, strict=True)]
+
+
+def to_pixels(detections: Detections, width: int, height: int) -> Detections:
+    """The same detections with boxes (and the trace's boxes) scaled from [0, 1] to pixels."""
+    scale = torch.tensor([width, height, width, height], dtype=detections.boxes.dtype, device=detections.boxes.device)
+    trace = detections.trace
+    if trace is not None:
+        trace = type(trace)(**(trace.__dict__ | {"boxes": trace.boxes * scale}))
+    return Detections(detections.boxes * scale, detections.scores, detections.labels, detections.anchor, trace)

@@ -1,0 +1,500 @@
+"""Models of the lesson: backbones, the four heads, and checkpoints that rebuild them.
+
+Backbones return feature maps at strides 8, 16 and 32: torchvision's ResNet 18/34/50 (ImageNet
+weights on request) or `small`, a from-scratch CNN fast enough to train on a laptop CPU.
+
+Heads:
+1. `largest`: the class and box of the largest object (the lesson's first model).
+2. `multilabel`: which classes are present.
+3. `ssd`: an SSD head on one grid (the lesson's 4x4, k shapes per cell).
+4. `ssd-multiscale`: one output per anchor of any AnchorConfig. Its levels come from the
+   backbone's maps and from stride-2 convolutions stacked on its last map (the lesson's 4x4,
+   2x2, 1x1 at 224 px); a level whose grid no map has exactly takes the next larger map,
+   average-pooled to the grid. Outputs: class logits (B, A, C + 1) and box activations
+   (B, A, 4), flattened in DESIGN's anchor order.
+
+Images enter in [0, 1]; the model normalizes them (ImageNet statistics) itself, so a checkpoint
+is all a user needs.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detviz.anchors import PRESETS, AnchorConfig, make_anchors
+
+MODEL_KINDS = ("ssd-multiscale", "ssd", "largest", "multilabel")
+BACKBONES = ("small", "resnet18", "resnet34", "resnet50")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLASS_BIAS = -4.0  # the lesson's SSD_MultiHead(k, -4.): every anchor starts near "nothing here"
+CHECKPOINT_FORMAT = "detviz-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, broken, unsafe, or does not fit what it is used for."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model (stored in checkpoints as plain data).
+
+    Attributes:
+        kind: one of MODEL_KINDS.
+        backbone: one of BACKBONES.
+        class_names: the C classes, in label order.
+        image_size: side of the square input in pixels.
+        anchors: the AnchorConfig as plain data (SSD kinds; `ssd` defaults to lesson_4x4).
+        head_channels: channels of the SSD head's convolutions.
+        dropout: dropout probability in the heads.
+        class_bias: initial bias of the SSD class logits (None: PyTorch's default).
+        coding: the box coding the SSD head is trained with ("tanh" or "variance").
+        mean, std: input normalization.
+    """
+
+    kind: str = "ssd-multiscale"
+    backbone: str = "small"
+    class_names: tuple[str, ...] = ()
+    image_size: int = 224
+    anchors: dict[str, Any] | None = None
+    head_channels: int = 256
+    dropout: float = 0.1
+    class_bias: float | None = CLASS_BIAS
+    coding: str = "tanh"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        object.__setattr__(self, "mean", tuple(self.mean))
+        object.__setattr__(self, "std", tuple(self.std))
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"model kind must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}.")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}.")
+        if not self.class_names:
+            raise ValueError("class_names is empty; a model needs at least one class.")
+        if not 32 <= self.image_size <= 2048:
+            raise ValueError(f"image_size must be between 32 and 2048 pixels, got {self.image_size}.")
+        if self.coding not in ("tanh", "variance"):
+            raise ValueError(f"coding must be tanh or variance, got {self.coding!r}.")
+        if self.kind == "ssd" and self.anchors is None:
+            object.__setattr__(self, "anchors", PRESETS["lesson_4x4"].to_dict())
+        if self.kind == "ssd-multiscale" and self.anchors is None:
+            object.__setattr__(self, "anchors", PRESETS["lesson_multiscale"].to_dict())
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def anchor_config(self) -> AnchorConfig:
+        if self.anchors is None:
+            raise ValueError(f"a {self.kind!r} model has no anchors.")
+        return AnchorConfig.from_dict(self.anchors)
+
+
+# --- backbones ---------------------------------------------------------------------------
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    """3x3 convolution, GroupNorm, ReLU. GroupNorm, not BatchNorm: the same for any batch size,
+    so training on one process or eight gives the same model."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.GroupNorm(min(32, cout // 4), cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SmallBackbone(nn.Module):
+    """A from-scratch CNN: five stride-2 stages (32 .. 256 channels), about 0.5 GFLOPs at 224 px."""
+
+    channels = (128, 192, 256)  # at strides 8, 16, 32
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(_conv(3, 32, 2), _conv(32, 64, 2), _conv(64, 64))  # stride 4
+        self.stage8 = nn.Sequential(_conv(64, 128, 2), _conv(128, 128))
+        self.stage16 = nn.Sequential(_conv(128, 192, 2), _conv(192, 192))
+        self.stage32 = nn.Sequential(_conv(192, 256, 2), _conv(256, 256))
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        c8 = self.stage8(self.stem(x))
+        c16 = self.stage16(c8)
+        return [c8, c16, self.stage32(c16)]
+
+    def groups(self) -> list[list[nn.Module]]:
+        """Layer groups for discriminative learning rates: early, late."""
+        return [[self.stem, self.stage8], [self.stage16, self.stage32]]
+
+
+class ResNetBackbone(nn.Module):
+    """torchvision ResNet without its pooling and classifier: maps at strides 8, 16, 32."""
+
+    def __init__(self, name: str, pretrained: bool = False) -> None:
+        super().__init__()
+        import torchvision
+
+        builder = getattr(torchvision.models, name)
+        weights = None
+        if pretrained:
+            weights = torchvision.models.get_model_weights(builder).DEFAULT
+        try:
+            net = builder(weights=weights)
+        except (OSError, RuntimeError) as e:  # URLError is an OSError
+            raise RuntimeError(
+                f"could not get the ImageNet weights of {name} ({getattr(e, 'reason', e)}); they need the internet "
+                "once (then torchvision caches them), or train without them."
+            ) from None
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
+        self.layer2, self.layer3, self.layer4 = net.layer2, net.layer3, net.layer4
+        width = 4 if name == "resnet50" else 1
+        self.channels = (128 * width, 256 * width, 512 * width)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        c8 = self.layer2(self.stem(x))
+        c16 = self.layer3(c8)
+        return [c8, c16, self.layer4(c16)]
+
+    def groups(self) -> list[list[nn.Module]]:
+        return [[self.stem, self.layer2], [self.layer3, self.layer4]]
+
+
+def make_backbone(name: str, pretrained: bool = False) -> nn.Module:
+    if name not in BACKBONES:
+        raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {name!r}.")
+    if name == "small":
+        if pretrained:
+            raise ValueError("the small backbone has no pretrained weights; it trains from scratch.")
+        return SmallBackbone()
+    return ResNetBackbone(name, pretrained)
+
+
+# --- heads -------------------------------------------------------------------------------
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        # not in the state dict: they come from the ModelConfig
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+class SSDModel(nn.Module):
+    """Backbone + SSD head for any AnchorConfig (module docstring).
+
+    forward(images (B, 3, S, S) in [0, 1]) -> (class_logits (B, A, C + 1), box_activations (B, A, 4)).
+    """
+
+    def __init__(self, config: ModelConfig, pretrained: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        anchor_config = config.anchor_config()
+        self.grids = anchor_config.grids
+        self.shapes = anchor_config.shapes_per_level()
+        self.num_classes = config.num_classes
+        ch = config.head_channels
+        self.normalize = Normalize(config.mean, config.std)
+        self.backbone = make_backbone(config.backbone, pretrained)
+        sizes = _feature_sizes(config.image_size)
+        self.drop = nn.Dropout(config.dropout)
+        self.lateral = _conv(self.backbone.channels[2], ch)  # the lesson's stride-1 sconv0
+        n_extra = max(0, len(sizes) - 3)
+        self.extra = nn.ModuleList([_conv(ch, ch, stride=2) for _ in range(n_extra)])
+        in_channels = (*self.backbone.channels[:2], ch, *([ch] * n_extra))
+        self.sources: list[int] = []  # per level: which feature map
+        for g in self.grids:
+            source = _source_for_grid(g, sizes, config.image_size)
+            self.sources.append(source)
+        self.class_out = nn.ModuleList(
+            [
+                nn.Conv2d(in_channels[s], k * (self.num_classes + 1), 3, padding=1)
+                for s, k in zip(self.sources, self.shapes, strict=True)
+            ]
+        )
+        self.box_out = nn.ModuleList(
+            [nn.Conv2d(in_channels[s], k * 4, 3, padding=1) for s, k in zip(self.sources, self.shapes, strict=True)]
+        )
+        if config.class_bias is not None:
+            for conv in self.class_out:
+                nn.init.constant_(conv.bias, config.class_bias)
+
+    def features(self, images: Tensor) -> list[Tensor]:
+        """Feature maps at strides 8, 16, 32, 64, ... (the last ones from stride-2 convs)."""
+        c8, c16, c32 = self.backbone(self.normalize(images))
+        x = self.lateral(self.drop(c32))
+        maps = [c8, c16, x]
+        for conv in self.extra:
+            x = conv(x)
+            maps.append(x)
+        return maps
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        maps = self.features(images)
+        logits, boxes = [], []
+        for level, (g, source) in enumerate(zip(self.grids, self.sources, strict=True)):
+            x = maps[source]
+            if x.shape[-1] != g:
+                x = F.adaptive_avg_pool2d(x, g)
+            logits.append(flatten_level(self.class_out[level](x), self.num_classes + 1))
+            boxes.append(flatten_level(self.box_out[level](x), 4))
+        return torch.cat(logits, 1), torch.cat(boxes, 1)
+
+    def groups(self) -> list[list[nn.Module]]:
+        """Layer groups for discriminative learning rates: backbone early, backbone late, head."""
+        head = [self.lateral, self.extra, self.class_out, self.box_out]
+        return [*self.backbone.groups(), head]
+
+
+def flatten_level(x: Tensor, depth: int) -> Tensor:
+    """A level's output (B, K * depth, g, g) as (B, g * g * K, depth): DESIGN's anchor order,
+    rows (y) outer, columns (x), then the K shapes innermost.
+
+    Output channel k * depth + d of cell (r, c) becomes row (r * g + c) * K + k, column d.
+    """
+    b = x.shape[0]
+    return x.permute(0, 2, 3, 1).reshape(b, -1, depth)
+
+
+def _feature_sizes(image_size: int) -> list[int]:
+    """Side of each feature map for an input side: strides 8, 16, 32, then halving down to 1."""
+    size = image_size
+    sizes = []
+    for stride in range(1, 6):  # five stride-2 3x3 convolutions with padding 1
+        size = (size - 1) // 2 + 1
+        if stride >= 3:
+            sizes.append(size)
+    while sizes[-1] > 1:
+        sizes.append((sizes[-1] - 1) // 2 + 1)
+    return sizes
+
+
+def _source_for_grid(grid: int, sizes: list[int], image_size: int) -> int:
+    """The map a level with this grid reads: the one of that size, else the next larger one."""
+    if grid in sizes:
+        return sizes.index(grid)
+    larger = [i for i, s in enumerate(sizes) if s > grid]
+    if not larger:
+        raise ValueError(
+            f"image size {image_size} gives feature maps of {', '.join(map(str, sizes))} cells; an anchor grid of "
+            f"{grid}x{grid} needs a larger image (about {grid * 8} px) or a coarser anchor preset."
+        )
+    return larger[-1]
+
+
+class LargestObjectModel(nn.Module):
+    """The lesson's first model: backbone, flatten, two linear layers -> 4 box + C class outputs.
+
+    forward(images) -> (class_logits (B, C), box_activations (B, 4)); boxes are sigmoid(activations).
+    """
+
+    def __init__(self, config: ModelConfig, pretrained: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.normalize = Normalize(config.mean, config.std)
+        self.backbone = make_backbone(config.backbone, pretrained)
+        side = _feature_sizes(config.image_size)[2]
+        flat = self.backbone.channels[2] * side * side
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(flat, 256),
+            nn.ReLU(),
+            nn.BatchNorm1d(256),
+            nn.Dropout(0.5),
+            nn.Linear(256, 4 + config.num_classes),
+        )
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.head(self.backbone(self.normalize(images))[2])
+        return out[:, 4:], out[:, :4]
+
+    def groups(self) -> list[list[nn.Module]]:
+        return [*self.backbone.groups(), [self.head]]
+
+
+class MultiLabelModel(nn.Module):
+    """The lesson's multi-label classifier: backbone, average pool, linear -> (B, C) logits."""
+
+    def __init__(self, config: ModelConfig, pretrained: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.normalize = Normalize(config.mean, config.std)
+        self.backbone = make_backbone(config.backbone, pretrained)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(config.dropout),
+            nn.Linear(self.backbone.channels[2], config.num_classes),
+        )
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.backbone(self.normalize(images))[2])
+
+    def groups(self) -> list[list[nn.Module]]:
+        return [*self.backbone.groups(), [self.head]]
+
+
+def build_model(config: ModelConfig, pretrained: bool = False) -> nn.Module:
+    """The model a config describes, freshly initialised (or with ImageNet backbone weights)."""
+    if config.kind in ("ssd", "ssd-multiscale"):
+        return SSDModel(config, pretrained)
+    if config.kind == "largest":
+        return LargestObjectModel(config, pretrained)
+    return MultiLabelModel(config, pretrained)
+
+
+# --- checkpoints -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint says about itself: the model config and how it was trained."""
+
+    model: ModelConfig
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.model.class_names)
+
+
+def checkpoint_payload(
+    model: nn.Module,
+    config: ModelConfig,
+    training: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    half: bool = False,
+) -> dict[str, Any]:
+    """A checkpoint as plain data and tensors only, so `torch.load(weights_only=True)` reads it.
+
+    `half` stores floating-point weights as float16 (half the file; loading turns them back into
+    float32): for checkpoints that ship with the code.
+    """
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel / torch.compile
+    model = getattr(model, "_orig_mod", model)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model": asdict(config),
+        "training": dict(training or {}),
+        "metrics": dict(metrics or {}),
+        "state_dict": state,
+    }
+    payload.update(extra or {})
+    return payload
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The raw checkpoint dict, loaded safely (weights_only: no pickled objects, nothing runs).
+
+    Raises:
+        CheckpointError: missing, truncated or not a checkpoint, or carrying Python objects.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found.")
+    data = path.read_bytes()
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (not a zip archive; truncated or another kind of file)."
+        )
+    try:
+        payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # torch's message carries terminal colours
+        first = text.splitlines()[0] if text else type(e).__name__
+        raise CheckpointError(
+            f"{path}: refused to load: the file carries Python objects that could run code ({first[:160]}); "
+            "detviz checkpoints hold only tensors and plain data."
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({e}); the file may be truncated.") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: a PyTorch file, but not a detviz checkpoint (no '{CHECKPOINT_FORMAT}' header).")
+    if payload.get("version", 0) > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {payload['version']} is newer than this detviz reads.")
+    return payload
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointInfo]:
+    """Rebuilds the model a checkpoint describes and loads its weights (eval mode).
+
+    Returns:
+        (model, info): info.model is the ModelConfig, info.training and info.metrics plain data.
+
+    Raises:
+        CheckpointError: see `read_checkpoint`, or the weights do not fit the described model.
+    """
+    payload = read_checkpoint(path, map_location)
+    try:
+        config = ModelConfig(**payload["model"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: the model description is not valid ({e}).") from None
+    model = build_model(config)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(
+            f"{path}: the weights do not fit a {config.kind} / {config.backbone} model ({str(e)[:200]})."
+        ) from None
+    model.to(map_location).eval()
+    return model, CheckpointInfo(config, payload.get("training", {}), payload.get("metrics", {}), str(path))
+
+
+def compatibility_problems(info: CheckpointInfo, **expected: Any) -> list[str]:
+    """What differs between a checkpoint and what it is about to be used for.
+
+    Args:
+        expected: ModelConfig fields and the values they must have, e.g. kind="ssd-multiscale",
+            class_names=("cat", "dog").
+
+    Returns:
+        One line per differing field ([] when it fits).
+    """
+    problems = []
+    for name, want in expected.items():
+        have = getattr(info.model, name)
+        if isinstance(have, tuple):
+            want = tuple(want)
+        if have != want:
+            if name == "class_names":
+                problems.append(
+                    f"classes: the checkpoint has {len(have)} ({', '.join(have[:6])}{', ...' if len(have) > 6 else ''}), "
+                    f"the data has {len(want)} ({', '.join(want[:6])}{', ...' if len(want) > 6 else ''})"
+                )
+            else:
+                problems.append(f"{name}: the checkpoint has {have!r}, expected {want!r}")
+    return problems
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def anchors_for(config: ModelConfig):
+    """The Anchors an SSD model predicts for."""
+    return make_anchors(config.anchor_config())

@@ -1,0 +1,170 @@
+"""Command line: `python -m detviz.train --help`.
+
+python -m detviz.train --data demo --epochs 30                 a new run in runs/<name>
+python -m detviz.train --resume runs/<name>                    continue a stopped run
+python -m detviz.train --find-lr --data demo                   only the learning-rate finder
+torchrun --nproc_per_node=8 -m detviz.train --device cuda ...  one process per GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import NoReturn
+
+from tqdm import tqdm
+
+from detviz.data import DataError
+from detviz.models import CheckpointError
+from detviz.train.config import TrainConfig
+from detviz.train.engine import (
+    Callback,
+    Cancelled,
+    Progress,
+    TrainingError,
+    find_lr,
+    fit,
+    prepare,
+    resolve_device,
+    start_processes,
+)
+from detviz.train.runs import RunFolder
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="python -m detviz.train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    runs = parser.add_argument_group("runs")
+    runs.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last checkpoint")
+    runs.add_argument(
+        "--run-dir", metavar="RUN", help="start the queued run prepared in this folder (the app's launcher)"
+    )
+    runs.add_argument(
+        "--find-lr", action="store_true", help="run the learning-rate finder only and print its suggestion"
+    )
+    settings = parser.add_argument_group("settings")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.type in ("bool", bool):
+            settings.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+        elif f.name == "lr":
+            settings.add_argument(
+                flag,
+                type=_learning_rate,
+                default="auto",
+                metavar="auto|RATE",
+                help="peak learning rate; auto runs the learning-rate finder first",
+            )
+        elif f.name == "lr_divisors":
+            settings.add_argument(flag, type=_numbers, default="", metavar="D1,D2,D3", help=help_text)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            settings.add_argument(flag, type=kind, default=f.default, help=help_text)
+    return parser
+
+
+def _learning_rate(text: str) -> float:
+    if text == "auto":
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"the learning rate must be positive, got {text}")
+    return value
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
+class TqdmCallback(Callback):
+    """A progress bar per epoch and a line of validation metrics after each."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+        self.last_step = 0
+
+    def on_step(self, p: Progress) -> None:
+        if self.bar is None:
+            per_epoch = max(1, p.total_steps // max(p.epochs, 1))
+            self.bar = tqdm(total=per_epoch, desc=f"epoch {p.epoch + 1}/{p.epochs}", unit="step", leave=False)
+            self.last_step = p.step - (p.step % per_epoch or per_epoch)
+        self.bar.update(p.step - self.last_step)
+        self.last_step = p.step
+        self.bar.set_postfix(
+            {k: f"{v:.3g}" for k, v in p.losses.items() if k != "num_positives"} | {"lr": f"{p.lr:.2g}"}
+        )
+
+    def on_epoch(self, p: Progress) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in p.metrics.items())
+        tqdm.write(f"epoch {p.epoch + 1}/{p.epochs}  {shown}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.resume or args.run_dir:
+            run = RunFolder(args.resume or args.run_dir)
+            if not run.exists():
+                raise ValueError(f"{run.path}: not a run folder (no config.json).")
+            state = run.state()
+            if args.resume and state in ("running", "finished"):
+                raise ValueError(f"{run.path}: the run is {state}; only a stopped run can be resumed.")
+            if args.run_dir and state != "queued":
+                raise ValueError(f"{run.path}: the run is {state}, not queued; use --resume to continue it.")
+            config = run.config()
+            processes = start_processes(resolve_device(config.device))
+            progress = fit(config, run if processes.main else None, [TqdmCallback()], resume=bool(args.resume))
+        else:
+            values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+            config = TrainConfig(**values)
+            config.validate()
+            if args.find_lr:
+                result = find_lr(prepare(config))
+                print(
+                    f"suggested learning rate: {result['suggestion']:.3g} (steepest fall at {result['steepest']:.3g})"
+                )
+                return 0
+            processes = start_processes(resolve_device(config.device))
+            run = RunFolder.create(config.out, config, config.name) if processes.main else None
+            if run is not None:
+                print(f"run folder: {run.path}")
+            progress = fit(config, run, [TqdmCallback()])
+    except Cancelled:
+        print("cancelled; the last checkpoint is in the run folder (continue with --resume).", file=sys.stderr)
+        return 143
+    except (ValueError, TrainingError, DataError, CheckpointError, RuntimeError) as e:
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 1
+    if run is not None:
+        best = (
+            f", best {'mAP' if 'val_map' in progress.metrics else 'score'} {progress.best:.4f}"
+            if progress.best is not None
+            else ""
+        )
+        print(f"finished: {run.path}{best}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

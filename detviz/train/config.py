@@ -1,0 +1,122 @@
+"""Training configuration: one dataclass, one line per field, validated before anything runs."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from detviz.anchors import PRESETS
+from detviz.losses import CLASSIFICATIONS, NORMALIZATIONS
+from detviz.models import BACKBONES, MODEL_KINDS
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _opt(default: Any, help: str) -> Any:
+    """A field with its --help text (the CLI builds its flags from these)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = _opt("demo", "dataset spec: demo | demo:<dir> | voc:<dir> | coco:<json>,<image dir>")
+    train_split: str = _opt("train", "split to train on (VOC / demo)")
+    val_split: str = _opt("val", "split to validate on (VOC / demo); '' for no validation")
+    val_data: str = _opt("", "another dataset spec to validate on (e.g. a second COCO json)")
+    model: str = _opt("ssd-multiscale", "ssd-multiscale | ssd | largest | multilabel")
+    backbone: str = _opt("small", "small (from scratch) | resnet18 | resnet34 | resnet50")
+    pretrained: bool = _opt(False, "ImageNet weights for a ResNet backbone (downloads once)")
+    anchors: str = _opt(
+        "", "anchor preset for SSD models ('': lesson_4x4 for ssd, lesson_multiscale for ssd-multiscale)"
+    )
+    loss: str = _opt("focal", "bce | focal: the SSD classification loss")
+    alpha: float = _opt(0.25, "focal loss alpha")
+    gamma: float = _opt(2.0, "focal loss gamma")
+    normalization: str = _opt("lesson", "lesson | num_positives: how the SSD loss is averaged")
+    iou_threshold: float = _opt(0.4, "matching: an anchor is positive above this IoU (the lesson's 0.4)")
+    epochs: int = _opt(30, "passes over the training set")
+    max_steps: int = _opt(0, "stop after this many steps in all (0: no limit; for quick tests)")
+    lr: float = _opt(0.0, "peak learning rate of the one-cycle schedule (0: find it first)")
+    lr_divisors: tuple[float, ...] = _opt((), "per layer group (backbone early, late, head): lr / d; () = auto")
+    freeze_epochs: int = _opt(0, "epochs with the backbone frozen at the start")
+    weight_decay: float = _opt(0.01, "AdamW weight decay")
+    warmup: float = _opt(0.25, "share of the steps spent rising to the peak learning rate")
+    batch_size: int = _opt(32, "images per step (over all processes)")
+    image_size: int = _opt(224, "square model input in pixels")
+    augment: bool = _opt(True, "colour jitter, zoom-out, IoU crop and flip on training images")
+    dropout: float = _opt(0.1, "dropout in the heads")
+    grad_clip: float = _opt(1.0, "clip the gradient norm to this (0: no clipping)")
+    device: str = _opt("auto", "auto | cpu | cuda | cuda:N | mps")
+    amp: bool = _opt(False, "mixed precision on CUDA (bf16 where supported, else fp16)")
+    channels_last: bool = _opt(False, "channels-last memory format (faster convolutions on GPUs)")
+    compile: bool = _opt(False, "torch.compile the model")
+    workers: int = _opt(-1, "data-loading processes (-1: automatic)")
+    seed: int = _opt(0, "random seed: same seed and settings, same run")
+    val_score_threshold: float = _opt(0.01, "score threshold for the validation mAP")
+    name: str = _opt("", "run folder name (default: date, model and a random suffix)")
+    out: str = _opt("runs", "folder that holds the run folders")
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad field and what is allowed."""
+        choices = {
+            "model": MODEL_KINDS,
+            "backbone": BACKBONES,
+            "anchors": ("", *PRESETS),
+            "loss": CLASSIFICATIONS,
+            "normalization": NORMALIZATIONS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}."
+                )
+        if not (self.device in DEVICES or self.device.startswith("cuda:")):
+            raise ValueError(f"--device must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}.")
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "image_size": self.image_size}
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}.")
+        if self.lr < 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.max_steps < 0:
+            raise ValueError("--lr, --weight-decay, --grad-clip and --max-steps cannot be negative.")
+        if not 0 < self.iou_threshold <= 1:
+            raise ValueError(f"--iou-threshold must be in (0, 1], got {self.iou_threshold}.")
+        if not 0 <= self.dropout < 1 or not 0 < self.warmup < 1:
+            raise ValueError("--dropout must be in [0, 1) and --warmup in (0, 1).")
+        if self.lr_divisors and (len(self.lr_divisors) != 3 or min(self.lr_divisors) <= 0):
+            raise ValueError(f"--lr-divisors takes three positive numbers, got {self.lr_divisors}.")
+        if self.pretrained and self.backbone == "small":
+            raise ValueError("--pretrained needs a ResNet backbone; the small one trains from scratch.")
+        if self.model == "ssd" and len(PRESETS[self.anchor_preset()].grids) != 1:
+            raise ValueError(
+                f"--model ssd predicts on one grid; --anchors {self.anchors} has several (use ssd-multiscale)."
+            )
+        if self.freeze_epochs >= self.epochs:
+            raise ValueError(f"--freeze-epochs ({self.freeze_epochs}) must be less than --epochs ({self.epochs}).")
+
+    def anchor_preset(self) -> str:
+        """The anchor preset the model uses (the model's default when none was given)."""
+        return self.anchors or ("lesson_4x4" if self.model == "ssd" else "lesson_multiscale")
+
+    def divisors(self) -> tuple[float, float, float]:
+        """Learning-rate divisors per layer group: given, or the lesson's (100, 10, 1) for a
+        pretrained backbone and (1, 1, 1) from scratch."""
+        if self.lr_divisors:
+            return tuple(self.lr_divisors)  # type: ignore[return-value]
+        return (100.0, 10.0, 1.0) if self.pretrained else (1.0, 1.0, 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["lr_divisors"] = list(self.lr_divisors)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown training settings {sorted(unknown)}.")
+        values = dict(data)
+        if "lr_divisors" in values:
+            values["lr_divisors"] = tuple(values["lr_divisors"])
+        return cls(**values)
