@@ -7,20 +7,21 @@ from pages import ui
 st.set_page_config(page_title="detviz", page_icon=":material/center_focus_strong:", layout="wide")
 
 navigation = st.navigation(
-    [
-        st.Page(
-            "pages/overview.py",
-            title="Overview",
-            icon=":material/insights:",
-            default=True,
-        ),
-        st.Page(
-            "pages/browse.py",
-            title="Browse",
-            icon=":material/photo_library:",
-            url_path="browse",
-        ),
-    ]
+    {
+        "Data": [
+            st.Page("pages/overview.py", title="Overview", icon=":material/insights:", default=True),
+            st.Page("pages/browse.py", title="Browse", icon=":material/photo_library:", url_path="browse"),
+        ],
+        "How SSD works": [
+            st.Page("pages/lesson.py", title="Lesson walkthrough", icon=":material/school:", url_path="lesson"),
+            st.Page("pages/anchors.py", title="Anchors", icon=":material/grid_on:", url_path="anchors"),
+            st.Page("pages/matching.py", title="Matching", icon=":material/join_inner:", url_path="matching"),
+            st.Page("pages/losses.py", title="Losses", icon=":material/functions:", url_path="losses"),
+        ],
+    }
 )
+notice = st.empty()
+requested = ui.requested_params()
 ui.dataset_sidebar()
 navigation.run()
+ui.report_dropped_params(requested, notice)

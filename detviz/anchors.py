@@ -273,3 +273,47 @@ PRESETS: dict[str, AnchorConfig] = {
     "lesson_multiscale": AnchorConfig(grids=(4, 2, 1), zooms=(0.75, 1.0, 1.3), shapes=LESSON_SHAPES),
     "ssd300": _ssd300(),
 }
+
+
+def parse_anchor_text(grids: str, zooms: str, shapes: str) -> AnchorConfig:
+    """An AnchorConfig from the text fields of a form.
+
+    Args:
+        grids: "4, 2, 1". zooms: "0.75, 1, 1.3". shapes: "1x1, 0.5x1, 1x0.5" (width x height).
+
+    Raises:
+        ValueError: a field that does not parse or makes an invalid config; the message names it.
+    """
+
+    def numbers(name: str, text: str, kind: type) -> tuple:
+        parts = [p for p in text.replace(";", ",").split(",") if p.strip()]
+        try:
+            return tuple(kind(p.strip()) for p in parts)
+        except ValueError:
+            what = "whole numbers" if kind is int else "numbers"
+            raise ValueError(f"{name}: {text!r} is not a list of {what} separated by commas.") from None
+
+    def shape(part: str) -> AnchorShape:
+        w, sep, h = part.strip().lower().partition("x")
+        try:
+            return AnchorShape(float(w), float(h if sep else w))
+        except ValueError:
+            raise ValueError(f"shapes: {part.strip()!r} is not width x height, e.g. 0.5x1.") from None
+
+    config = AnchorConfig(
+        grids=numbers("grids", grids, int),
+        zooms=numbers("zooms", zooms, float),
+        shapes=tuple(shape(p) for p in shapes.replace(";", ",").split(",") if p.strip()),
+    )
+    if config.num_anchors > MAX_ANCHORS:
+        raise ValueError(f"AnchorConfig gives {config.num_anchors:,} anchors; at most {MAX_ANCHORS:,} are allowed.")
+    return config
+
+
+def config_text(config: AnchorConfig) -> tuple[str, str, str]:
+    """The three text fields `parse_anchor_text` reads, for a grid-style config."""
+    return (
+        ", ".join(str(g) for g in config.grids),
+        ", ".join(f"{z:g}" for z in config.zooms),
+        ", ".join(f"{s.width:g}x{s.height:g}" for s in config.shapes),
+    )

@@ -78,10 +78,10 @@ def check_same_device(**tensors: Tensor) -> None:
         raise ValueError(f"tensors are on different devices ({listing}); move them to one device.")
 
 
-def check_probability(name: str, value: float, low_open: bool = False) -> float:
-    """A number in [0, 1] (or (0, 1] when `low_open`)."""
-    ok = (0.0 < value <= 1.0) if low_open else (0.0 <= value <= 1.0)
+def check_probability(name: str, value: float, low_open: bool = False, high_open: bool = False) -> float:
+    """A number in [0, 1]; `low_open` excludes 0, `high_open` excludes 1."""
+    ok = (value > 0.0 if low_open else value >= 0.0) and (value < 1.0 if high_open else value <= 1.0)
     if not ok:
-        interval = "(0, 1]" if low_open else "[0, 1]"
+        interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
         raise ValueError(f"{name} must be in {interval}, got {value}.")
     return value

@@ -27,7 +27,14 @@ from torch import Tensor
 
 from detviz.anchors import Anchors
 from detviz.boxes import CODINGS, activations_to_boxes, decode_boxes
-from detviz.checks import check_box_values, check_boxes, check_labels, check_same_device, check_tensor
+from detviz.checks import (
+    check_box_values,
+    check_boxes,
+    check_labels,
+    check_probability,
+    check_same_device,
+    check_tensor,
+)
 from detviz.matching import DEFAULT_IOU_THRESHOLD, BatchMatch, match_batch, match_targets
 
 CLASSIFICATIONS = ("bce", "focal")
@@ -70,6 +77,33 @@ def classification_elements(
         alpha_t = alpha * target + (1 - alpha) * (1 - target)
         loss = loss * alpha_t * (1 - p_t) ** gamma
     return loss, p_t
+
+
+def loss_curve(
+    p_t: Tensor,
+    classification: str = "bce",
+    alpha: float | None = None,
+    gamma: float = FOCAL_GAMMA,
+    positive: bool = True,
+) -> Tensor:
+    """The loss of one class element as a function of p_t, computed by `classification_elements`
+    (the very loss training uses).
+
+    Args:
+        p_t: (N,) probabilities in (0, 1) of the right answer.
+        classification: "bce" or "focal".
+        alpha: focal alpha (weight of the positive class; a negative element gets 1 - alpha);
+            None for no alpha weighting (alpha_t = 1).
+        positive: the element's target is 1 (an object's class) or 0 (background).
+
+    Returns:
+        (N,) float32 loss.
+    """
+    logit = torch.logit(p_t.double().clamp(1e-12, 1 - 1e-12)).float()
+    logits = torch.stack([logit if positive else -logit, torch.zeros_like(logit)], -1)  # (N, 2): class, background
+    target = torch.full(p_t.shape, 0 if positive else 1, dtype=torch.int64)
+    loss, _ = classification_elements(logits, target, classification, 0.5 if alpha is None else alpha, gamma)
+    return loss[..., 0] * 2 if alpha is None and classification == "focal" else loss[..., 0]
 
 
 @dataclass(frozen=True)
@@ -156,6 +190,77 @@ def ssd_loss_details(
         target_boxes=target_boxes,
         pred_boxes=pred_boxes,
         match=match,
+    )
+
+
+def synthetic_outputs(
+    target_class: Tensor, num_classes: int, p_positive: float, p_negative: float, spread: float = 1.0, seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """Made-up head outputs for teaching: how the losses weigh anchors of a chosen confidence.
+
+    Args:
+        target_class: (B, A) int64 targets from matching, num_classes meaning background.
+        p_positive: typical p_t of an object's own class on its positive anchors.
+        p_negative: typical p_t of every other (anchor, class) element, background included.
+        spread: standard deviation of the logits around those values (seeded noise).
+
+    Returns:
+        class_logits (B, A, C + 1) and box_activations (B, A, 4) of zeros (boxes = anchors).
+    """
+    check_probability("p_positive", p_positive, low_open=True, high_open=True)
+    check_probability("p_negative", p_negative, low_open=True, high_open=True)
+    generator = torch.Generator().manual_seed(seed)
+    shape = (*target_class.shape, num_classes + 1)
+    noise = torch.randn(shape, generator=generator) * spread
+    logits = noise - torch.logit(torch.tensor(p_negative, dtype=torch.float64)).float()  # p(class) = 1 - p_negative
+    target = F.one_hot(target_class.cpu(), num_classes + 1).bool()
+    target[..., num_classes] = False
+    logits[target] = noise[target] + torch.logit(torch.tensor(p_positive, dtype=torch.float64)).float()
+    return logits, torch.zeros(*target_class.shape, 4)
+
+
+EASY_P_T = 0.9  # a negative anchor whose worst class has p_t above this is "easy"
+
+
+@dataclass(frozen=True)
+class LossBreakdown:
+    """Where one image's SSD loss comes from.
+
+    Attributes:
+        box: box loss (positives only). positive_cls: class loss of the positive anchors.
+        hard_negative_cls, easy_negative_cls: class loss of the negatives with p_t at most /
+            above EASY_P_T.
+        positives, hard_negatives, easy_negatives: anchor counts.
+    """
+
+    box: float
+    positive_cls: float
+    hard_negative_cls: float
+    easy_negative_cls: float
+    positives: int
+    hard_negatives: int
+    easy_negatives: int
+
+    @property
+    def total(self) -> float:
+        return self.box + self.positive_cls + self.hard_negative_cls + self.easy_negative_cls
+
+
+def loss_breakdown(details: SSDLossDetails, image: int = 0) -> LossBreakdown:
+    """Splits image `image` of `details` into box loss and class loss of positives, hard and easy
+    negatives (the parts sum to that image's loss)."""
+    positive = details.positive[image]
+    easy = ~positive & (details.p_t[image] > EASY_P_T)
+    hard = ~positive & ~easy
+    cls = details.anchor_loss_cls[image]
+    return LossBreakdown(
+        box=float(details.anchor_loss_box[image].sum()),
+        positive_cls=float(cls[positive].sum()),
+        hard_negative_cls=float(cls[hard].sum()),
+        easy_negative_cls=float(cls[easy].sum()),
+        positives=int(positive.sum()),
+        hard_negatives=int(hard.sum()),
+        easy_negatives=int(easy.sum()),
     )
 
 

@@ -23,9 +23,6 @@ def main() -> None:
     index = ui.current_index()
     if index is None:
         return
-    requested = st.query_params.get(ui.IMAGE)
-    if requested and requested not in index.image_ids:
-        st.warning(f"Image {requested!r} is not in this dataset; showing all images instead.")
     shown = _filters(index)
     image_id = st.selectbox(
         "Image",

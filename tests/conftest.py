@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from PIL import Image
 from detviz.data.demo import make_demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
+APP_TIMEOUT = 120  # an AppTest run; the first imports torch and torchvision
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -73,3 +75,30 @@ def make_voc(
     if classes is not None:
         (root / "classes.txt").write_text("\n".join(classes) + "\n")
     return root
+
+
+@pytest.fixture
+def data_root(tmp_path: Path, demo_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The app reads the session's demo set, may open folders under tmp_path, and sees no
+    shipped checkpoint unless a test puts one in tmp_path/checkpoints."""
+    monkeypatch.setenv("DETVIZ_DEMO_DIR", str(demo_root))
+    monkeypatch.setenv("DETVIZ_DATA_ROOTS", os.pathsep.join([str(tmp_path), str(demo_root.parent)]))
+    monkeypatch.setenv("DETVIZ_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    return tmp_path
+
+
+def run_app(page: str | None = None, **params: str):
+    """An AppTest of app.py opened on `page` with the query parameters, run once, without exceptions."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=APP_TIMEOUT)
+    at.query_params.update(params)
+    if page:
+        at.switch_page(page)  # as a deep link: the page is the first one the session runs
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]

@@ -9,7 +9,15 @@ import torch
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.ops import box_convert
 
-from detviz.anchors import MAX_ANCHORS, PRESETS, AnchorConfig, AnchorShape, make_anchors
+from detviz.anchors import (
+    MAX_ANCHORS,
+    PRESETS,
+    AnchorConfig,
+    AnchorShape,
+    config_text,
+    make_anchors,
+    parse_anchor_text,
+)
 
 # The lesson's `anchors` print for the 4x4 grid: (centre, centre, size, size) in its [y, x] order,
 # and `anchor_cnr`: the corners [y1, x1, y2, x2].
@@ -132,3 +140,35 @@ def test_too_many_anchors_are_refused() -> None:
 def test_unknown_fields_in_plain_data() -> None:
     with pytest.raises(ValueError, match=r"AnchorConfig has no field\(s\) \['ratios'\]"):
         AnchorConfig.from_dict({"grids": [4], "ratios": [1]})
+
+
+def test_anchor_text_fields_round_trip() -> None:
+    for name in ("lesson_4x4", "lesson_multiscale"):
+        assert parse_anchor_text(*config_text(PRESETS[name])) == PRESETS[name]
+    config = parse_anchor_text(" 8; 4 ", "1, 1.5", "1x1, 2X1, 0.5")
+    assert config.grids == (8, 4) and config.zooms == (1.0, 1.5)
+    assert config.shapes == (AnchorShape(1, 1), AnchorShape(2, 1), AnchorShape(0.5, 0.5))  # "0.5" is a square
+    assert config.num_anchors == (64 + 16) * 6
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (("4, a", "1", "1x1"), r"grids: '4, a' is not a list of whole numbers"),
+        (("4.5", "1", "1x1"), r"grids: '4.5' is not a list of whole numbers"),
+        (("4", "1, x", "1x1"), r"zooms: '1, x' is not a list of numbers"),
+        (("4", "1", "1xq"), r"shapes: '1xq' is not width x height"),
+        (("4", "0", "1x1"), r"zooms must be positive, got 0"),
+        (("4", "1", "0x1"), r"shapes must have positive width and height, got \(0.0, 1.0\)"),
+        (("4", "1", "1x-2"), r"shapes must have positive width and height"),
+        (("0", "1", "1x1"), r"grids must be positive integers, got 0"),
+        (("", "1", "1x1"), r"grids is empty"),
+        (("4", "", "1x1"), r"zooms is empty"),
+        (("4", "1", " , "), r"shapes is empty"),
+        (("4", "nan", "1x1"), r"zooms must be positive, got nan"),
+        (("120", "1, 2, 3", "1x1, 1x2, 2x1"), r"gives 129,600 anchors; at most 100,000 are allowed"),
+    ],
+)
+def test_bad_anchor_text_is_refused_with_the_field_named(fields: tuple[str, str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_anchor_text(*fields)

@@ -173,3 +173,75 @@ def test_overview_then_browse_then_open_an_image(page, server: str, demo_root: P
     _settled(page)
     _no_exception(page)
     page.screenshot(path=str(shots / "04-browse-detail.png"))
+
+
+def _open_page(page, title: str, heading: str) -> None:
+    page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
+    page.get_by_role("heading", name=heading).wait_for(timeout=WAIT_MS)
+    _settled(page)
+    _no_exception(page)
+
+
+def _metric(page, label: str) -> str:
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
+    return metric.locator('[data-testid="stMetricValue"]').inner_text()
+
+
+def test_teaching_pages_and_clicking_an_anchor(page, server: str, shots: Path) -> None:
+    page.goto(server)
+    page.get_by_role("heading", name="Dataset overview").wait_for(timeout=WAIT_MS)
+    _settled(page)
+
+    _open_page(page, "Lesson walkthrough", "Lesson walkthrough")
+    for _ in range(2):
+        page.get_by_role("button", name="Next").click()
+        _settled(page)
+    expect(page.get_by_text("Numbers the head predicts")).to_be_visible(timeout=WAIT_MS)
+    assert "stage=3" in page.url
+    _no_exception(page)
+    page.screenshot(path=str(shots / "05-lesson-grid.png"))
+
+    _open_page(page, "Anchors", "Anchors")
+    assert _metric(page, "Anchors") == "189"
+    expect(page.get_by_text("How well the anchors cover the dataset")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator(".js-plotly-plot")).to_have_count(2, timeout=WAIT_MS)
+    page.screenshot(path=str(shots / "06-anchors.png"), full_page=True)
+
+    _open_page(page, "Matching", "Matching")  # shows the image chosen on the Lesson page
+    image_select = page.locator('[data-testid="stSelectbox"]').filter(has_text="Image")
+    image_select.click()
+    page.keyboard.type("lesson example")
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("The same as the lesson.")).to_be_visible(timeout=WAIT_MS)
+    _settled(page)
+    image_chart = page.locator(".js-plotly-plot").first
+    points = image_chart.locator(".scatterlayer .points path")
+    expect(points).to_have_count(7, timeout=WAIT_MS)  # the 7 anchors that overlap an object (step 1)
+    box = points.nth(0).bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    story = page.get_by_text(re.compile(r"^Anchor \d+: level 0 \(4x4\)"))
+    story.wait_for(timeout=WAIT_MS)
+    _settled(page)
+    anchor = int(re.search(r"Anchor (\d+):", story.inner_text()).group(1))
+    assert f"anchor={anchor}" in page.url
+    assert anchor in (8, 9, 10, 11, 12, 13, 14)  # the lesson's anchors that overlap something
+    expect(page.get_by_text(re.compile(r"^(Positive|Negative)"))).to_have_count(1, timeout=WAIT_MS)
+    _no_exception(page)
+    page.screenshot(path=str(shots / "07-matching-clicked.png"), full_page=True)
+
+    # a click on the Jaccard matrix picks that cell's anchor
+    heatmap = page.locator(".js-plotly-plot").nth(1)
+    heatmap.scroll_into_view_if_needed()
+    cells = heatmap.locator(".scatterlayer .points path")
+    expect(cells).to_have_count(3 * 16, timeout=WAIT_MS)
+    box = cells.nth(13).bounding_box()  # row 0 (the chair), anchor 13
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.get_by_text(re.compile(r"^Anchor 13: level 0")).wait_for(timeout=WAIT_MS)
+    _settled(page)
+    expect(page.get_by_text(re.compile(r"^Positive by force: it is the best anchor of object 2"))).to_be_visible()
+    _no_exception(page)
+
+    _open_page(page, "Losses", "Losses")
+    expect(page.locator(".js-plotly-plot")).to_have_count(5, timeout=WAIT_MS)
+    _no_exception(page)
+    page.screenshot(path=str(shots / "08-losses.png"), full_page=True)

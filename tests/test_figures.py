@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 from PIL import Image
 
+from detviz.anchors import PRESETS, make_anchors
+from detviz.explain import clicked_anchor
 from detviz.figures import (
     PALETTE,
+    anchor_overlay_figure,
+    cell_loss_map,
     class_color,
     class_count_figure,
+    coverage_figure,
+    detections_figure,
     ground_truth_figure,
     histogram_figure,
+    iou_heatmap,
+    loss_curves_figure,
+    loss_map_figure,
+    loss_share_figure,
+    matching_figure,
     multilabel_figure,
+    p_t_histogram,
+    rect_path,
     render_thumbnail,
     text_color,
 )
@@ -103,3 +118,174 @@ def test_lr_finder_figure_marks_the_suggestion() -> None:
     fig = lr_finder_figure(result)
     assert [t.name for t in fig.data] == ["loss", "smoothed"] and list(fig.data[1].y) == [3.0, 2.8, 2.0, 4.0]
     assert fig.layout.xaxis.type == "log" and fig.layout.shapes[0].x0 == 1e-4
+
+
+LESSON = make_anchors(PRESETS["lesson_4x4"])
+MULTI = make_anchors(PRESETS["lesson_multiscale"])
+SSD = make_anchors(PRESETS["ssd300"])
+GT = torch.tensor([[10.0, 20.0, 60.0, 55.0], [40.0, 5.0, 78.0, 30.0]])  # pixels of an 80 x 60 image
+GT_LABELS = torch.tensor([0, 2])
+
+
+def _normalized() -> torch.Tensor:
+    return GT / torch.tensor([80.0, 60.0, 80.0, 60.0])
+
+
+def _gaps(trace) -> int:
+    """How many rectangles (or lines) a polyline trace draws: its None / NaN separators."""
+    return sum(1 for v in trace.x if v is None or v != v)
+
+
+def _traces(fig, name_start: str) -> list:
+    return [t for t in fig.data if (t.name or "").startswith(name_start)]
+
+
+def _point_click(fig, trace, k: int) -> list[dict]:
+    """What Streamlit's on_select reports for a click on point k of a trace."""
+    data = trace.customdata[k]
+    data = data.tolist() if hasattr(data, "tolist") else data  # as JSON brings it: a list or a number
+    return [{"curve_number": list(fig.data).index(trace), "point_index": k, "x": float(trace.x[k]),
+             "y": float(trace.y[k]), "customdata": data}]  # fmt: skip
+
+
+def test_rect_path_draws_closed_outlines_separated_by_gaps() -> None:
+    xs, ys = rect_path(torch.tensor([[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]]))
+    nan = float("nan")
+    np.testing.assert_array_equal(xs, [0, 2, 2, 0, 0, nan, 4, 6, 6, 4, 4, nan])
+    np.testing.assert_array_equal(ys, [1, 1, 3, 3, 1, nan, 5, 5, 7, 7, 5, nan])
+
+
+def test_anchor_overlay_grid_level_and_cell_modes() -> None:
+    grid = anchor_overlay_figure(_image(), MULTI, "grid")
+    assert [t.name for t in grid.data[1:]] == ["level 0: 4x4", "level 1: 2x2", "level 2: 1x1"]
+    assert _gaps(grid.data[1]) == 2 * 5  # 5 vertical + 5 horizontal lines for a 4x4 grid
+    level = anchor_overlay_figure(_image(), MULTI, "level", level=1)
+    rects = _traces(level, "level 1 anchors")[0]
+    assert _gaps(rects) == 2 * 2 * 9  # every anchor of the 2x2 level, 9 per cell
+    cell = anchor_overlay_figure(_image(), MULTI, "cell", level=0, row=3, col=1)
+    rects = _traces(cell, "level 0 anchors")[0]
+    assert _gaps(rects) == 9
+    points = cell.data[-1]
+    chosen = [int(row[0]) for row in points.customdata]
+    assert all(int(MULTI.row[i]) == 3 and int(MULTI.col[i]) == 1 and int(MULTI.level[i]) == 0 for i in chosen)
+    # the overlay's markers are clickable: a click maps back to the anchor
+    assert clicked_anchor(_point_click(cell, points, 4), len(MULTI)) == chosen[4]
+
+
+def test_anchor_overlay_draws_each_objects_matched_anchors_in_its_colour() -> None:
+    from detviz.matching import match_anchors
+
+    match = match_anchors(_normalized(), MULTI.boxes, 0.5)
+    fig = anchor_overlay_figure(_image(), MULTI, "grid", gt_boxes=GT, gt_labels=GT_LABELS, class_names=CLASSES,
+                                positive=match.positive, best_gt=match.best_gt)  # fmt: skip
+    for g in range(2):
+        trace = _traces(fig, f"anchors of object {g + 1}")[0]
+        assert trace.line.color == class_color(int(GT_LABELS[g]))
+        assert _gaps(trace) == int((match.positive & (match.best_gt == g)).sum())
+    assert len(fig.layout.shapes) == 2  # the ground truth
+
+
+def test_matching_figure_steps_show_the_right_anchors() -> None:
+    from detviz.matching import match_anchors
+
+    match = match_anchors(_normalized(), LESSON.boxes, 0.5)
+    step1 = matching_figure(_image(), LESSON, match, 1, GT, GT_LABELS, CLASSES)
+    touching = int((match.argmax_iou > 0).sum())
+    assert sum(_gaps(t) for t in _traces(step1, "best: ")) == touching
+    step2 = matching_figure(_image(), LESSON, match, 2, GT, GT_LABELS, CLASSES)
+    forced = _traces(step2, "forced")[0]
+    assert _gaps(forced) == int(match.forced.sum()) == 2
+    markers = [t for t in step2.data if getattr(t, "mode", None) == "markers"]
+    assert (
+        sorted(int(row[0]) for t in markers for row in t.customdata) == torch.nonzero(match.forced).flatten().tolist()
+    )
+    step3 = matching_figure(_image(), LESSON, match, 3, GT, GT_LABELS, CLASSES, selected=5, show_negatives=True)
+    assert _gaps(_traces(step3, "negative")[0]) == int((~match.positive).sum())
+    assert _traces(step3, "anchor 5")[0].line.width == 4
+    markers = next(t for t in step3.data if getattr(t, "mode", None) == "markers" and len(t.x))
+    assert clicked_anchor(_point_click(step3, markers, 0), len(LESSON)) == int(markers.customdata[0][0])
+    assert markers.customdata[0][8] == pytest.approx(float(match.argmax_iou[int(markers.customdata[0][0])]))
+
+
+def test_iou_heatmap_values_levels_and_clicks() -> None:
+    from detviz.matching import match_anchors
+
+    match = match_anchors(_normalized(), MULTI.boxes, 0.5)
+    fig = iou_heatmap(match.iou, MULTI, GT_LABELS, CLASSES, threshold=0.5, selected=7)
+    heat = fig.data[0]
+    np.testing.assert_allclose(heat.z, match.iou.numpy(), rtol=1e-6)
+    level_lines = [s for s in fig.layout.shapes if s.type == "line"]
+    assert [s.x0 for s in level_lines] == [143.5, 179.5]  # levels start at 144 and 180
+    assert _gaps(_traces(fig, "IoU > 0.5")[0]) == int((match.iou > 0.5).sum())
+    assert _traces(fig, "anchor 7")[0].x[0] == 6.5  # the selected column
+    cells = _traces(fig, "cells of object")
+    assert [len(t.x) for t in cells] == [len(MULTI)] * 2  # every cell clickable
+    assert clicked_anchor(_point_click(fig, cells[1], 150), len(MULTI)) == 150
+    assert cells[1].customdata[150][8] == pytest.approx(float(match.iou[1, 150]))
+    assert "<b>2: bird</b>" in cells[1].hovertemplate
+    # a chosen subset of columns: the clicked column maps to the original anchor index
+    columns = torch.tensor([3, 50, 181, 188])
+    sub = iou_heatmap(match.iou, MULTI, GT_LABELS, CLASSES, columns=columns)
+    np.testing.assert_allclose(sub.data[0].z, match.iou[:, columns].numpy(), rtol=1e-6)
+    sub_cells = _traces(sub, "cells of object")
+    assert sorted({int(row[0]) for t in sub_cells for row in t.customdata}) == columns.tolist()
+    assert list(sub.layout.xaxis.ticktext) == ["3", "50", "181", "188"]
+
+
+def test_big_heatmaps_keep_only_non_zero_cells_clickable() -> None:
+    from detviz.matching import match_anchors
+
+    gt = torch.cat([_normalized(), torch.tensor([[0.4, 0.4, 0.5, 0.6]])])  # 3 x 8,732 cells: over 20,000
+    match = match_anchors(gt, SSD.boxes, 0.5)
+    fig = iou_heatmap(match.iou, SSD, torch.tensor([0, 2, 1]), CLASSES)
+    assert sum(len(t.x) for t in _traces(fig, "cells of object")) == int((match.iou > 0).sum()) < 3 * len(SSD)
+
+
+def test_coverage_figure_shares_sum_to_one() -> None:
+    fig = coverage_figure({"a": torch.rand(100), "b": torch.rand(7)}, 0.5)
+    assert [t.name for t in fig.data] == ["a", "b"]
+    assert all(abs(sum(t.y) - 1) < 1e-5 for t in fig.data)
+
+
+def test_loss_figures() -> None:
+    p = torch.linspace(0.01, 0.99, 9)
+    fig = loss_curves_figure({"BCE": (p, -torch.log(p)), "focal": (p, -torch.log(p) * (1 - p) ** 2)},
+                             {"(1 - p_t)^2": (p, (1 - p) ** 2)})  # fmt: skip
+    assert [t.name for t in fig.data] == ["BCE", "focal", "(1 - p_t)^2"] and fig.layout.yaxis.type == "log"
+    share = torch.rand(len(MULTI))
+    share /= share.sum()
+    cells = cell_loss_map(MULTI, share, 0)
+    assert cells.shape == (4, 4)
+    assert float(cells.sum()) == pytest.approx(float(share[MULTI.level == 0].sum()))
+    assert float(cells[3, 1]) == pytest.approx(
+        float(share[(MULTI.level == 0) & (MULTI.row == 3) & (MULTI.col == 1)].sum())
+    )
+    heat = loss_map_figure(_image(), MULTI, share, 0, "t").data[-1]
+    assert torch.allclose(torch.tensor(heat.z, dtype=torch.float64), cells * 100)
+    assert heat.x == (10.0, 30.0, 50.0, 70.0) and heat.y == (7.5, 22.5, 37.5, 52.5)  # cell centres in pixels
+    bars = loss_share_figure({"BCE": {"box": 1.0, "positives": 1.0, "easy negatives": 2.0}})
+    assert [t.x[0] for t in bars.data] == [0.25, 0.25, 0.5]
+    hist = p_t_histogram(torch.tensor([0.1, 0.5, 0.99, 0.995]), torch.tensor([True, False, False, False]))
+    assert [sum(t.y) for t in hist.data] == [3, 1] and hist.data[0].name == "negatives (3)"
+
+
+def test_detections_figure_shows_kept_and_suppressed_with_who_suppressed_them() -> None:
+    from detviz.postprocess import KEPT, SUPPRESSED, NMSTrace
+
+    trace = NMSTrace(
+        boxes=torch.tensor([[10.0, 10, 50, 50], [12, 12, 52, 52], [60, 5, 75, 20]]),
+        scores=torch.tensor([0.9, 0.8, 0.7]),
+        labels=torch.tensor([1, 1, 2]),
+        anchor=torch.tensor([5, 6, 40]),
+        status=torch.tensor([KEPT, SUPPRESSED, KEPT]),
+        suppressed_by=torch.tensor([-1, 0, -1]),
+        suppression_iou=torch.tensor([0.0, 0.82, 0.0]),
+    )
+    fig = detections_figure(_image(), trace, CLASSES, gt_boxes=GT, gt_labels=GT_LABELS)
+    assert _gaps(_traces(fig, "dog: kept")[0]) == 1
+    assert _traces(fig, "dog: suppressed")[0].line.dash == "dot"
+    assert [a.text for a in fig.layout.annotations] == ["dog 0.90", "bird 0.70"]
+    hover = fig.data[-1].text
+    assert "suppressed by candidate 0 (0.900), IoU 0.82" in hover[1] and hover[0].endswith("kept")
+    hidden = detections_figure(_image(), trace, CLASSES, show_suppressed=False)
+    assert not _traces(hidden, "dog: suppressed") and len(hidden.data[-1].x) == 2

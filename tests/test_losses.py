@@ -12,13 +12,18 @@ from torchvision.ops import sigmoid_focal_loss
 from benchmarks.reference_loss import ssd_loss_loop
 from detviz.anchors import PRESETS, make_anchors
 from detviz.losses import (
+    EASY_P_T,
     LESSON_CLASS_WEIGHT,
     classification_elements,
     largest_object_loss,
+    loss_breakdown,
+    loss_curve,
     multilabel_loss,
     ssd_loss,
     ssd_loss_details,
+    synthetic_outputs,
 )
+from detviz.matching import match_anchors
 
 LESSON = make_anchors(PRESETS["lesson_4x4"])
 MULTI = make_anchors(PRESETS["lesson_multiscale"])
@@ -236,3 +241,54 @@ def test_training_path_has_the_same_gradients_as_the_detailed_one(classification
         grads.append((lg.grad, ag.grad))
     torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 5.0])
+@pytest.mark.parametrize("alpha", [0.25, 0.5, 0.9])
+def test_loss_curve_is_torchvisions_focal_loss_and_bce(alpha: float, gamma: float) -> None:
+    p = torch.linspace(0.01, 0.99, 50)
+    logit = torch.logit(p)
+    ones, zeros = torch.ones_like(p), torch.zeros_like(p)
+    # an object element with p_t = p has logit(p); a background element with p_t = p has -logit(p)
+    expected_pos = sigmoid_focal_loss(logit, ones, alpha=alpha, gamma=gamma, reduction="none")
+    expected_neg = sigmoid_focal_loss(-logit, zeros, alpha=alpha, gamma=gamma, reduction="none")
+    torch.testing.assert_close(loss_curve(p, "focal", alpha, gamma, positive=True), expected_pos, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss_curve(p, "focal", alpha, gamma, positive=False), expected_neg, rtol=1e-5, atol=1e-6)
+    no_alpha = sigmoid_focal_loss(logit, ones, alpha=-1, gamma=gamma, reduction="none")  # torchvision: alpha < 0 = none
+    torch.testing.assert_close(loss_curve(p, "focal", None, gamma), no_alpha, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss_curve(p, "bce"), -torch.log(p), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss_curve(p, "bce", positive=False), -torch.log(p), rtol=1e-5, atol=1e-6)
+
+
+def test_loss_breakdown_parts_sum_to_the_images_loss() -> None:
+    logits, boxes, gt, labels, valid = _batch(3, b=2)
+    for classification in ("bce", "focal"):
+        details = ssd_loss_details(logits, boxes, gt, labels, valid, MULTI, classification)
+        parts = [loss_breakdown(details, i) for i in range(2)]
+        for i, part in enumerate(parts):
+            image_loss = details.anchor_loss_box[i].sum() + details.anchor_loss_cls[i].sum()
+            assert part.total == pytest.approx(float(image_loss), rel=1e-5)
+            assert part.positives + part.hard_negatives + part.easy_negatives == len(MULTI)
+            assert part.positives == int(details.positive[i].sum())
+            easy = ~details.positive[i] & (details.p_t[i] > EASY_P_T)
+            assert part.easy_negatives == int(easy.sum())
+            assert part.easy_negative_cls == pytest.approx(float(details.anchor_loss_cls[i][easy].sum()), rel=1e-5)
+        assert sum(p.total for p in parts) == pytest.approx(float(details.loss), rel=1e-5)
+
+
+def test_synthetic_outputs_have_the_chosen_confidence() -> None:
+    gt = torch.tensor([[0.1, 0.1, 0.6, 0.7]])
+    match = match_anchors(gt, MULTI.boxes, 0.4)
+    target = torch.where(match.positive, 2, C)[None]
+    logits, boxes = synthetic_outputs(target, C, p_positive=0.7, p_negative=0.95, spread=0.0)
+    assert logits.shape == (1, len(MULTI), C + 1) and torch.equal(boxes, torch.zeros(1, len(MULTI), 4))
+    _, p_t = classification_elements(logits, target)
+    torch.testing.assert_close(p_t[0][match.positive][:, 2], torch.full((int(match.positive.sum()),), 0.7))
+    others = torch.ones_like(p_t[0], dtype=torch.bool)
+    others[match.positive, 2] = False
+    torch.testing.assert_close(p_t[0][others], torch.full((int(others.sum()),), 0.95))
+    again, _ = synthetic_outputs(target, C, 0.7, 0.95, spread=1.0, seed=4)
+    assert torch.equal(again, synthetic_outputs(target, C, 0.7, 0.95, spread=1.0, seed=4)[0])  # seeded
+    for bad in (0.0, 1.0, float("nan")):
+        with pytest.raises(ValueError, match=r"p_negative must be in \(0, 1\)"):
+            synthetic_outputs(target, C, 0.7, bad)

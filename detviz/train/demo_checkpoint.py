@@ -30,7 +30,7 @@ SETTINGS = {  # the recipe; the model card repeats it
     "anchors": "ssd300",
     "image_size": 300,
     "backbone": "small",
-    "epochs": 40,
+    "epochs": 20,
     "batch_size": 32,
     "lr": 3e-3,
     "weight_decay": 0.01,

@@ -18,6 +18,7 @@ import runpy
 import threading
 from pathlib import Path
 
+import pandas  # noqa: F401  (see below)
 import streamlit as st
 import torch
 from PIL import Image
@@ -36,6 +37,11 @@ from detviz.data.voc import file_stamp
 from detviz.figures import render_thumbnail
 
 APP_DIR = Path(__file__).resolve().parents[2]
+# pandas is imported above, before any page runs, on purpose: Streamlit may start a new script
+# run while the one the user navigated away from is still running, and if that one is halfway
+# through importing pandas (its first st.dataframe), plotly in the new run sees the half-built
+# module in sys.modules and fails with "module 'pandas' has no attribute 'Series'". Every run
+# imports this module first, and Python makes it wait until the import has finished.
 
 # Widget keys; for bound widgets also the URL query-parameter names.
 DATA_KIND = "data"
@@ -52,6 +58,24 @@ PAGE = "pg"
 PAGE_SIZE = "per"
 SHOW_LARGEST = "largest"
 SHOW_MULTILABEL = "multilabel"
+PRESET = "preset"  # anchor preset, or "custom"
+GRIDS = "grids"  # custom anchors: text fields
+ZOOMS = "zooms"
+SHAPES = "shapes"
+OVERLAY = "overlay"  # Anchors page: grid | level | cell
+LEVEL = "level"
+ROW = "row"
+COL = "col"
+IOU = "iou"  # matching threshold
+COMPARE = "compare"  # Anchors page: presets to compare coverage with
+STEP = "step"  # Matching page: step of the rule
+ANCHOR = "anchor"  # Matching page: the selected anchor
+NEGATIVES = "negatives"  # Matching page: draw negative anchors
+CHECKPOINT = "ckpt"  # Losses / Predictions pages: checkpoint file name
+ALPHA = "alpha"  # Losses page: focal alpha and gamma
+GAMMA = "gamma"
+LOSS_VIEW = "lossview"  # Losses page: class | box | total
+STAGE = "stage"  # Lesson page: the stage shown
 # Session-only keys.
 SELECTION = "_dataset_selection"
 
@@ -106,6 +130,58 @@ class _NoDataset(Exception):
     def __init__(self, message: str, level: str = "error"):
         super().__init__(message)
         self.level = level
+
+
+_URL_CHECKED = "_url_checked"
+
+
+def requested_params() -> dict[str, list[str]]:
+    """The query parameters of the link that opened this session (empty on later runs)."""
+    if st.session_state.get(_URL_CHECKED):
+        return {}
+    st.session_state[_URL_CHECKED] = True
+    return {k: st.query_params.get_all(k) for k in st.query_params}
+
+
+def report_dropped_params(requested: dict[str, list[str]], slot) -> None:
+    """Says which parameters of the opening link were not valid values for their widgets.
+
+    Streamlit drops such values silently and shows the widget's default; a link-follower
+    should know their link was not honoured. Parameters equal to a widget's default are
+    dropped too, and are not reported.
+    """
+    dropped = []
+    for key, values in requested.items():
+        if key not in st.session_state or st.query_params.get_all(key) == values:
+            continue
+        if not _same_value(values, st.session_state[key]):
+            dropped.append(f"{key}={','.join(values)}")
+    if dropped:
+        slot.warning(
+            "The link asked for " + ", ".join(dropped) + ", which "
+            + ("is not a valid value" if len(dropped) == 1 else "are not valid values")
+            + " here (a missing image, or a value out of range): showing the defaults instead.",
+            icon=":material/link_off:",
+        )  # fmt: skip
+
+
+def _same_value(requested: list[str], value: object) -> bool:
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(values) != len(requested):
+        return False
+    for text, v in zip(requested, values, strict=True):
+        if isinstance(v, bool):
+            if text.lower() != str(v).lower():
+                return False
+        elif isinstance(v, (int, float)):
+            try:
+                if abs(float(text) - v) > 1e-9 * max(1.0, abs(v)):
+                    return False
+            except ValueError:
+                return False
+        elif text != str(v):
+            return False
+    return True
 
 
 def dataset_sidebar() -> None:
@@ -281,14 +357,24 @@ def thumbnail_jpeg(
     return buf.getvalue()
 
 
-def record_thumbnail(record: ImageRecord, size: int = 220) -> bytes | None:
+def record_thumbnail(
+    record: ImageRecord,
+    size: int = 220,
+    boxes: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    dashed: torch.Tensor | None = None,
+) -> bytes | None:
+    """A cached JPEG thumbnail of the record with its ground truth, or with the given boxes."""
+    boxes = record.boxes if boxes is None else boxes
+    labels = record.labels if labels is None else labels
+    dashed = record.difficult if dashed is None else dashed
     return thumbnail_jpeg(
         str(record.image_path),
         record.width,
         record.height,
         file_stamp(record.image_path),
-        tuple(record.boxes.flatten().tolist()),
-        tuple(record.labels.tolist()),
-        tuple(record.difficult.tolist()),
+        tuple(boxes.flatten().tolist()),
+        tuple(labels.tolist()),
+        tuple(dashed.tolist()),
         size,
     )

@@ -1,0 +1,112 @@
+"""Teaching pages speed (issue 7), server-side on this CPU.
+
+- Every slider move re-renders its page in <= 150 ms on the demo set (AppTest: the script run
+  that follows the move, figures built and serialized; no browser).
+- Coverage of a 5,000-image dataset by the 8,732 SSD300 anchors computes in <= 5 s, once
+  (cached per dataset and config afterwards).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: `python benchmarks/bench_pages.py`
+
+from benchmarks.bench_data import build_large_voc  # noqa: E402
+from benchmarks.common import Row, print_table  # noqa: E402
+from detviz.anchors import PRESETS  # noqa: E402
+from detviz.coverage import anchor_coverage  # noqa: E402
+from detviz.data import make_demo_dataset, read_voc  # noqa: E402
+
+GOAL_MS = 150.0
+MOVES = 6
+
+
+def coverage_rows(work: Path) -> list[Row]:
+    index = read_voc(build_large_voc(work), "train")
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        coverage = anchor_coverage(index, PRESETS["ssd300"])
+        times.append(time.perf_counter() - start)
+    objects = coverage.best_iou.numel()
+    name = f"coverage, 5,000 images ({objects:,} objects) x 8,732 ssd300 anchors"
+    return [Row(name, min(times), "s", 5.0, "issue 7 goal")]
+
+
+def _session(page: str, **params: str):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.query_params.update(params)
+    at.switch_page(page)
+    at.run()
+    at.run()  # caches warm: the anchors, coverage, model and image are what a user already has
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _move(at, key: str, values: list) -> float:
+    """Median ms of the script run after each slider move."""
+    times = []
+    for k in range(MOVES):
+        at.slider(key=key).set_value(values[k % len(values)])
+        start = time.perf_counter()
+        at.run()
+        times.append((time.perf_counter() - start) * 1000)
+        assert not at.exception, [e.value for e in at.exception]
+    return statistics.median(times)
+
+
+def slider_rows(work: Path) -> list[Row]:
+    demo = make_demo_dataset(work / "demo", seed=0)  # the default 800 + 200 images
+    os.environ["DETVIZ_DEMO_DIR"] = str(demo)
+    os.environ["DETVIZ_CACHE_DIR"] = str(work / "cache-app")
+    checkpoints = sorted((ROOT / "checkpoints").glob("*.pt"))
+    cases = [
+        ("Anchors: IoU threshold, lesson_multiscale", "pages/anchors.py", {}, "iou", [0.3, 0.5, 0.7]),
+        ("Anchors: IoU threshold, ssd300 (+ coverage of 3 configs)", "pages/anchors.py", {"preset": "ssd300"}, "iou",
+         [0.3, 0.5, 0.7]),
+        ("Anchors: cell row, ssd300", "pages/anchors.py", {"preset": "ssd300", "overlay": "cell"}, "row", [3, 19, 30]),
+        ("Matching: threshold, lesson example, lesson_4x4", "pages/matching.py", {}, "iou", [0.3, 0.5, 0.7]),
+        ("Matching: threshold, demo image, ssd300, step 3", "pages/matching.py",
+         {"preset": "ssd300", "image": "000001", "step": "threshold"}, "iou", [0.3, 0.5, 0.7]),
+        ("Matching: threshold, demo image, ssd300, step 1 (4,000 anchors drawn)", "pages/matching.py",
+         {"preset": "ssd300", "image": "000001", "step": "overlap"}, "iou", [0.3, 0.5, 0.7]),
+        ("Losses: gamma, synthetic logits", "pages/losses.py", {"ckpt": "synthetic logits"}, "gamma", [1.0, 2.0, 3.0]),
+        ("Lesson: matching threshold (stage 4)", "pages/lesson.py", {"stage": "4. Matching"}, "lesson-threshold",
+         [0.3, 0.5, 0.7]),
+        ("Lesson: gamma (stage 6)", "pages/lesson.py", {"stage": "6. BCE or focal"}, "lesson-gamma", [1.0, 2.0, 3.0]),
+    ]  # fmt: skip
+    if checkpoints:
+        name = checkpoints[0].name
+        cases += [
+            (f"Losses: gamma, {name}", "pages/losses.py", {"ckpt": name}, "gamma", [1.0, 2.0, 3.0]),
+            (f"Lesson: NMS IoU (stage 7), {name}", "pages/lesson.py", {"stage": "7. NMS"}, "lesson-nms",
+             [0.3, 0.5, 0.7]),
+        ]  # fmt: skip
+    rows = []
+    for label, page, params, key, values in cases:
+        ms = _move(_session(page, **params), key, values)
+        rows.append(Row(f"slider move: {label}", ms, "ms", GOAL_MS, "issue 7 goal"))
+    if not checkpoints:
+        print("no checkpoints/*.pt: the rows on a trained model are left out")
+    return rows
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="detviz-bench-") as tmp:
+        work = Path(tmp)
+        rows = coverage_rows(work) + slider_rows(work)
+    ok = print_table(f"bench_pages: teaching pages ({os.cpu_count()} CPU cores)", rows)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Losses: BCE against focal loss, as curves and on a real model's predictions for one image."""
+
+import streamlit as st
+import torch
+
+from detviz.figures import loss_curves_figure, loss_map_figure, loss_share_figure, p_t_histogram
+from detviz.losses import EASY_P_T, loss_breakdown, loss_curve, ssd_loss_details, synthetic_outputs
+from detviz.matching import DEFAULT_IOU_THRESHOLD, match_anchors
+from detviz.models import compatibility_problems
+from pages import ui
+from pages.ui import detection
+
+ui.ensure_entrypoint()
+
+OTHER_GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)  # RetinaNet's figure 1
+VIEWS = ("class loss", "box loss", "class + box")  # also the URL values of ?lossview=
+SYNTHETIC = "synthetic logits"
+
+
+def main() -> None:
+    st.title("Losses")
+    st.caption("Almost every anchor is background. BCE lets those many easy negatives add up to most of the "
+               "loss; focal loss turns each one down by (1 - p_t)^gamma, so the hard anchors drive training.")  # fmt: skip
+    c1, c2 = st.columns(2)
+    alpha = c1.slider("alpha (weight of the object class; background gets 1 - alpha)", 0.05, 0.95, 0.25, 0.05,
+                      key=ui.ALPHA, bind="query-params")  # fmt: skip
+    gamma = c2.slider("gamma (how hard easy elements are turned down)", 0.0, 5.0, 2.0, 0.5, key=ui.GAMMA,
+                      bind="query-params")  # fmt: skip
+    _curves(alpha, gamma)
+    st.divider()
+    _on_predictions(alpha, gamma)
+
+
+def _curves(alpha: float, gamma: float) -> None:
+    p = torch.linspace(0.005, 0.995, 199)
+    curves = {
+        "BCE": (p, loss_curve(p, "bce")),
+        f"focal, object class (alpha {alpha:g})": (p, loss_curve(p, "focal", alpha, gamma, positive=True)),
+        f"focal, background (1 - alpha = {1 - alpha:g})": (p, loss_curve(p, "focal", alpha, gamma, positive=False)),
+    }
+    curves |= {f"focal gamma={g:g}, no alpha": (p, loss_curve(p, "focal", None, g)) for g in OTHER_GAMMAS if g != gamma}
+    factors = {f"(1 - p_t)^{gamma:g}": (p, (1 - p) ** gamma)}
+    factors |= {f"(1 - p_t)^{g:g}": (p, (1 - p) ** g) for g in OTHER_GAMMAS if g != gamma}
+    st.plotly_chart(loss_curves_figure(curves, factors), key="loss-curves")
+    easy, hard = torch.tensor([0.9]), torch.tensor([0.1])
+    ratio_easy = float(loss_curve(easy, "bce") / loss_curve(easy, "focal", alpha, gamma, positive=False))
+    ratio_hard = float(loss_curve(hard, "bce") / loss_curve(hard, "focal", alpha, gamma, positive=False))
+    m1, m2 = st.columns(2)
+    m1.metric("An easy background element (p_t = 0.9) weighs", f"{ratio_easy:,.0f}x less",
+              help="BCE loss / focal loss at p_t = 0.9 for a background element.")  # fmt: skip
+    m2.metric("A hard one (p_t = 0.1) weighs", f"{ratio_hard:,.1f}x less",
+              help="BCE loss / focal loss at p_t = 0.1 for a background element.")  # fmt: skip
+
+
+def _on_predictions(alpha: float, gamma: float) -> None:
+    st.subheader("Where the loss comes from, anchor by anchor")
+    index = ui.current_index()
+    checkpoints = detection.shipped_checkpoints()
+    sources = [*checkpoints, SYNTHETIC]
+    c1, c2 = st.columns([1, 2])
+    source = c1.selectbox("Predictions from", sources, key=ui.CHECKPOINT, bind="query-params",
+                          help="A checkpoint shipped in checkpoints/, or made-up logits of a chosen confidence.")  # fmt: skip
+    if not checkpoints:
+        st.info("No checkpoint is shipped yet (`make demo-checkpoint` trains them): only synthetic logits, "
+                "which are made up, not a model's predictions.")  # fmt: skip
+    with c2:
+        picture = detection.pick_picture(index)
+    if picture is None:
+        return
+    detector = None
+    if source != SYNTHETIC:
+        detector = detection.detector_of(checkpoints[source])
+        if detector is None:
+            return
+        problems = compatibility_problems(detector.info, class_names=picture.classes)
+        if problems:
+            st.warning(f"{source} cannot score this dataset: {'; '.join(problems)}. Choose a dataset with its "
+                       f"classes, or use {SYNTHETIC}.")  # fmt: skip
+            return
+    outputs, anchors = _outputs(detector, picture)
+    if outputs is None:
+        return
+    gt = picture.normalized[None]
+    labels, valid = picture.labels[None], torch.ones(1, gt.shape[1], dtype=torch.bool)
+    args = (gt, labels, valid, anchors)
+    common = dict(iou_threshold=DEFAULT_IOU_THRESHOLD, coding=detector.coding if detector else "tanh")
+    bce = ssd_loss_details(*outputs, *args, classification="bce", **common)
+    focal = ssd_loss_details(*outputs, *args, classification="focal", alpha=alpha, gamma=gamma, **common)
+    parts = {name: loss_breakdown(d) for name, d in (("BCE", bce), ("focal", focal))}
+    m = st.columns(4)
+    m[0].metric("Anchors", f"{len(anchors):,}")
+    m[1].metric("Positive anchors", int(bce.num_positives))
+    m[2].metric("BCE loss", f"{float(bce.loss):.4g}")
+    m[3].metric("Focal loss", f"{float(focal.loss):.4g}")
+    st.plotly_chart(loss_share_figure({
+        name: {"box": b.box, "positives": b.positive_cls, "hard negatives": b.hard_negative_cls,
+               "easy negatives": b.easy_negative_cls} for name, b in parts.items()
+    }), key="loss-shares")  # fmt: skip
+    b = parts["BCE"]
+    st.caption(f"Easy negatives: background anchors with p_t above {EASY_P_T:g} ({b.easy_negatives:,} here); hard "
+               f"negatives: the other {b.hard_negatives:,} background anchors; {b.positives} positives. "
+               f"Matching threshold {DEFAULT_IOU_THRESHOLD:g}, as in training.")  # fmt: skip
+
+    c1, c2 = st.columns([2, 1])
+    view = c1.radio("Show", VIEWS, key=ui.LOSS_VIEW, bind="query-params", horizontal=True)
+    level = detection.level_picker(anchors, c2)
+    left, right = st.columns(2)
+    for column, name, details in ((left, "BCE", bce), (right, "focal", focal)):
+        parts = (details.anchor_loss_cls, details.anchor_loss_box, details.anchor_loss_cls + details.anchor_loss_box)
+        per_anchor = parts[VIEWS.index(view)][0]
+        total = float(per_anchor.sum())
+        share = per_anchor / total if total > 0 else torch.zeros_like(per_anchor)
+        on_level = float(share[anchors.level == level].sum())
+        grid = anchors.grids[level]
+        title = f"{name}: {view} by cell, the {grid}x{grid} level holds {on_level:.0%}"
+        column.plotly_chart(loss_map_figure(picture.image, anchors, share, level, title), key=f"loss-map-{name}")
+    st.markdown("**How sure the predictions are** (the same for both losses)")
+    st.plotly_chart(p_t_histogram(bce.p_t[0], bce.positive[0]), key="p-t-histogram")
+
+
+def _outputs(detector, picture: detection.Picture):
+    """(class_logits, box_activations) for the image and the anchors they belong to."""
+    if detector is not None:
+        return detector.raw_outputs([picture.image]), detector.anchors.to("cpu")
+    st.caption("Synthetic logits: each element's p_t is drawn around the value you set (seeded), and every box "
+               "prediction equals its anchor. Nothing here comes from a model.")  # fmt: skip
+    c1, c2, c3 = st.columns(3)
+    config, _ = detection.anchor_picker()
+    anchors = detection.anchors_of(config)
+    p_pos = c1.slider("p_t of objects' own class", 0.05, 0.95, 0.6, 0.05, key="synthetic-positive")
+    p_neg = c2.slider("p_t of everything else", 0.5, 0.999, 0.97, 0.001, key="synthetic-negative", format="%.3f")
+    spread = c3.slider("Spread (logit std)", 0.0, 3.0, 1.0, 0.25, key="synthetic-spread")
+    match = match_anchors(picture.normalized, anchors.boxes, DEFAULT_IOU_THRESHOLD)
+    background = len(picture.classes)
+    target = torch.full((len(anchors),), background)
+    if picture.labels.numel():
+        target = torch.where(match.positive, picture.labels[match.best_gt.clamp(min=0)], background)
+    return synthetic_outputs(target[None], background, p_pos, p_neg, spread), anchors
+
+
+main()
