@@ -19,7 +19,8 @@ test: $(DEV) chromium
 	$(PY) -m pytest
 
 bench: $(DEV)
-	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	@failed=""; for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || failed="$$failed $$f"; done; \
+	if [ -n "$$failed" ]; then echo "goals missed in:$$failed"; exit 1; fi
 
 lint: $(DEV)
 	$(PY) -m ruff check .

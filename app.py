@@ -18,6 +18,13 @@ navigation = st.navigation(
             st.Page("pages/matching.py", title="Matching", icon=":material/join_inner:", url_path="matching"),
             st.Page("pages/losses.py", title="Losses", icon=":material/functions:", url_path="losses"),
         ],
+        "Tune and train": [
+            st.Page(
+                "pages/predictions.py", title="Predictions & NMS", icon=":material/target:", url_path="predictions"
+            ),
+            st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:", url_path="evaluate"),
+            st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+        ],
     }
 )
 notice = st.empty()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -348,12 +349,15 @@ def voc_map_flat(flat: Flat, num_classes: int, iou_threshold: float, method: str
 def _average_precision(recall: Tensor, precision: Tensor, method: str) -> float:
     """The devkit's voc_ap: 11-point interpolation, or the area under the precision envelope."""
     if method == "11point":
-        # the devkit adds p / 11 eleven times; summing first keeps a perfect AP at exactly 1.0
-        total = 0.0
-        for t in VOC07_RECALLS:
-            reached = precision[recall >= t]
-            total += float(reached.max()) if reached.numel() else 0.0
-        return total / 11
+        # max precision where recall >= t: recall never falls, so that is the precision envelope
+        # at the first such point; the devkit adds p / 11 eleven times, summing first keeps a
+        # perfect AP at exactly 1.0
+        n = recall.numel()
+        if n == 0:
+            return 0.0
+        envelope = torch.flip(torch.cummax(torch.flip(precision, [0]), 0).values, [0])
+        first = torch.searchsorted(recall, torch.tensor(VOC07_RECALLS, dtype=recall.dtype), side="left")
+        return sum(float(envelope[i]) if i < n else 0.0 for i in first.tolist()) / 11
     mrec = torch.cat([torch.zeros(1, dtype=torch.float64), recall, torch.ones(1, dtype=torch.float64)])
     mpre = torch.cat([torch.zeros(1, dtype=torch.float64), precision, torch.zeros(1, dtype=torch.float64)])
     mpre = torch.flip(torch.cummax(torch.flip(mpre, [0]), 0).values, [0])  # precision envelope
@@ -415,7 +419,11 @@ def coco_eval(
     detections: Sequence[Any], ground_truths: Sequence[Any], num_classes: int, use_difficult: bool = False
 ) -> COCOResult:
     """COCOeval (bbox) with its precision and recall arrays; `coco_map` for the arguments."""
-    flat = flatten(detections, ground_truths, num_classes)
+    return coco_eval_flat(flatten(detections, ground_truths, num_classes), num_classes, use_difficult)
+
+
+def coco_eval_flat(flat: Flat, num_classes: int, use_difficult: bool = False) -> COCOResult:
+    """`coco_eval` on already flattened input (boxes in pixels)."""
     crowd_all = flat.gt_difficult & (not use_difficult)
     t, r, k, a, m = len(COCO_IOU_THRESHOLDS), len(COCO_RECALLS), num_classes, len(COCO_AREAS), len(COCO_MAX_DETS)
     precision = -torch.ones(t, r, k, a, m, dtype=torch.float64)
@@ -622,12 +630,24 @@ def error_breakdown(
     background_iou: float = BACKGROUND_IOU,
 ) -> ErrorBreakdown:
     """Classifies every false positive and missed object, and says what fixing each type is worth."""
+    flat = flatten(detections, ground_truths, num_classes)
+    return error_breakdown_flat(flat, num_classes, iou_threshold, method, use_difficult, background_iou)
+
+
+def error_breakdown_flat(
+    flat: Flat,
+    num_classes: int,
+    iou_threshold: float = 0.5,
+    method: str = "all",
+    use_difficult: bool = False,
+    background_iou: float = BACKGROUND_IOU,
+) -> ErrorBreakdown:
+    """`error_breakdown` on already flattened input (a threshold sweep's detections)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
     _check_iou_threshold(iou_threshold)
     if not 0.0 <= background_iou <= iou_threshold:
         raise ValueError(f"background_iou must be in [0, iou_threshold], got {background_iou}.")
-    flat = flatten(detections, ground_truths, num_classes)
     base = voc_map_flat(flat, num_classes, iou_threshold, method, use_difficult)
     status = torch.cat(base.status) if base.status else torch.zeros(0, dtype=torch.int64)
     iou_same, j_same = best_overlap(flat, same_class=True)
@@ -719,6 +739,119 @@ def _with_ground_truth(flat: Flat, keep: Tensor) -> Flat:
     )
 
 
+def image_error_counts(breakdown: ErrorBreakdown) -> Tensor:
+    """(N, 6) int64: per image, how many detections of each error type and how many missed objects."""
+    rows = []
+    for error, missed in zip(breakdown.error, breakdown.missed, strict=True):
+        counts = torch.bincount(error[error >= 0], minlength=len(ERROR_TYPES))[: len(ERROR_TYPES)].clone()
+        counts[MISS] = int(missed.sum())
+        rows.append(counts)
+    return torch.stack(rows) if rows else torch.zeros(0, len(ERROR_TYPES), dtype=torch.int64)
+
+
+def worst_images(breakdown: ErrorBreakdown, k: int = 12) -> list[int]:
+    """Up to k images with the most mistakes (false positives + missed objects), worst first;
+    ties go to the lower index. Images without a mistake are left out."""
+    total = image_error_counts(breakdown).sum(1)
+    order = torch.argsort(-total, stable=True)
+    return [int(i) for i in order[:k] if int(total[i]) > 0]
+
+
+def class_confusion(flat: Flat, num_classes: int, iou_threshold: float = 0.5) -> Tensor:
+    """(C + 1, C + 1) int64 counts: rows the true class (C: no object), columns the predicted
+    class (C: nothing predicted).
+
+    Each detection lands on the object of any class it overlaps most (above the threshold; row
+    C, background, otherwise) in the column of its predicted class; each object that no
+    detection of its class reaches above the threshold adds one to (its class, C). Difficult
+    objects count as ordinary ones here: the matrix is about which classes get mixed up.
+    """
+    c = num_classes
+    matrix = torch.zeros(c + 1, c + 1, dtype=torch.int64)
+    gt_boxes, gt_labels, _ = _padded_gt(flat)
+    d = flat.det_labels.numel()
+    true = torch.full((d,), c, dtype=torch.int64)
+    reached = torch.zeros(flat.gt_labels.numel(), dtype=torch.bool)
+    if gt_labels.shape[1] and d:
+        iou = pairwise_box_iou_with(flat.det_boxes, gt_boxes[flat.det_image])  # (D, G)
+        labels = gt_labels[flat.det_image]
+        iou = torch.where(labels >= 0, iou, -math.inf)
+        best, j = iou.max(dim=1)
+        hit = best > iou_threshold
+        true[hit] = labels[hit, j[hit]]
+        same = (labels == flat.det_labels[:, None]) & (iou > iou_threshold)  # (D, G)
+        det, slot = torch.nonzero(same, as_tuple=True)
+        reached[flat.gt_start[flat.det_image[det]] + slot] = True
+    matrix.index_put_((true, flat.det_labels), torch.ones(d, dtype=torch.int64), accumulate=True)
+    missed = flat.gt_labels[~reached]
+    matrix[:, c] += torch.bincount(missed, minlength=c + 1)[: c + 1]
+    return matrix
+
+
+def scale_flat(flat: Flat, sizes: Tensor) -> Flat:
+    """The same input with normalized boxes scaled to pixels; sizes: (N, 2) width, height per image."""
+    scale = sizes.double().repeat(1, 2)  # (N, 4): w, h, w, h
+    return dataclasses.replace(
+        flat, det_boxes=flat.det_boxes * scale[flat.det_image], gt_boxes=flat.gt_boxes * scale[flat.gt_image]
+    )
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One way of scoring the same detections: its name, settings, mAP and why it differs."""
+
+    protocol: str
+    score_threshold: float
+    difficult: str
+    value: float
+    why: str
+
+
+def metric_audit(
+    sweep: ThresholdSweep, sizes: Tensor, nms_iou: float = 0.45, max_detections: int = 100, high: float = 0.3
+) -> list[AuditRow]:
+    """The same model's detections scored the ways papers and tools do, each with one sentence on
+    why its number differs from the first row (VOC07 11-point at score 0.01, difficult ignored).
+
+    Args:
+        sweep: the model's outputs over a dataset. sizes: (N, 2) image width, height in pixels
+            (COCO's small / medium / large areas are in pixels).
+        high: the "deployment" score threshold compared with the evaluation one (0.01).
+    """
+    low = max(0.01, sweep.floor)
+
+    def voc(method: str, score: float, difficult: bool = False) -> float:
+        return sweep.evaluate(score, nms_iou, max_detections, 0.5, method, difficult).map
+
+    def coco(score: float) -> Tensor:
+        flat = scale_flat(sweep.detections(score, nms_iou, max_detections), sizes)
+        return coco_eval_flat(flat, sweep.num_classes).stats
+
+    ref = voc("11point", low)
+    stats = coco(low)
+    rows = [
+        ("VOC07 11-point", low, "ignored", ref, "The reference: precision read at 11 recall levels (0, 0.1, ... 1)."),
+        ("all-point (VOC2010+)", low, "ignored", voc("all", low),
+         "Area under the whole precision envelope instead of 11 samples; the two differ by the envelope's steps."),
+        ("VOC07 11-point", low, "counted", voc("11point", low, True),
+         "Difficult objects become objects to find: the ones the model misses lower recall, the ones it finds "
+         "turn ignored detections into true positives."),
+        ("VOC07 11-point", high, "ignored", voc("11point", high),
+         f"A score threshold of {high:g} cuts the low-scoring tail of every PR curve: recall stops early and the "
+         "area it would have added is lost, so mAP is scored at a low threshold."),
+        ("all-point (VOC2010+)", high, "ignored", voc("all", high),
+         f"The same cut at {high:g}, measured without the 11-point sampling."),
+        ("COCO AP@0.5", low, "crowd", float(stats[1]),
+         "IoU 0.5 as VOC, but 101 recall points, at most 100 detections per image and class, and a detection "
+         "that finds its object taken may match another one; difficult objects are ignored regions (crowd)."),
+        ("COCO AP@[.5:.95]", low, "crowd", float(stats[0]),
+         "Averages AP over IoU thresholds 0.5 to 0.95: boxes must also sit tightly, so it is much lower."),
+        ("COCO AP@[.5:.95]", high, "crowd", float(coco(high)[0]),
+         f"The strict COCO number with the {high:g} cut as well."),
+    ]  # fmt: skip
+    return [AuditRow(*row) for row in rows]
+
+
 # --- threshold sweeps --------------------------------------------------------------------
 
 SWEEP_FLOOR = 0.001  # candidates are kept down to this score, so any threshold above it can be asked for
@@ -743,6 +876,8 @@ class ThresholdSweep:
         self._parts: list[Candidates] = []
         self._seen = 0
         self._kept: dict[float, Tensor] = {}
+        self._results: dict[tuple, VOCResult] = {}  # the last few evaluations, for moves back
+        self._lock = threading.Lock()
 
     @classmethod
     def from_outputs(
@@ -781,6 +916,7 @@ class ThresholdSweep:
         self._seen += class_logits.shape[0]
         self.__dict__.pop("candidates", None)  # joined again on next use
         self._kept.clear()
+        self._results.clear()
 
     @functools.cached_property
     def candidates(self) -> Candidates:
@@ -814,6 +950,15 @@ class ThresholdSweep:
             self._kept[nms_iou] = grouped_nms(c.boxes, c.scores, c.label, c.image, nms_iou)
         return self._kept[nms_iou]
 
+    def warm(self, nms_ious: Sequence[float], stop: threading.Event | None = None) -> None:
+        """Runs NMS for each IoU in turn (those not cached yet), so later moves to them are
+        instant; meant for a background thread while the user looks at the first result.
+        Returns early once `stop` is set."""
+        for nms_iou in nms_ious:
+            if stop is not None and stop.is_set():
+                return
+            self.kept_by_nms(nms_iou)
+
     def detections(self, score_threshold: float, nms_iou: float, max_detections: int) -> Flat:
         """Post-processed detections of every image, with the ground truth, ready to evaluate."""
         if not self.floor <= score_threshold < 1.0:
@@ -843,12 +988,19 @@ class ThresholdSweep:
         method: str = "11point",
         use_difficult: bool = False,
     ) -> VOCResult:
-        """VOC mAP of the outputs post-processed with these settings."""
+        """VOC mAP of the outputs post-processed with these settings (the last 32 are remembered)."""
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
         _check_iou_threshold(iou_threshold)
-        flat = self.detections(score_threshold, nms_iou, max_detections)
-        return voc_map_flat(flat, self.num_classes, iou_threshold, method, use_difficult)
+        key = (score_threshold, nms_iou, max_detections, iou_threshold, method, use_difficult)
+        if key not in self._results:
+            flat = self.detections(score_threshold, nms_iou, max_detections)
+            result = voc_map_flat(flat, self.num_classes, iou_threshold, method, use_difficult)
+            with self._lock:  # app sessions share a sweep
+                if len(self._results) >= 32:
+                    self._results.pop(next(iter(self._results)))
+                self._results[key] = result
+        return self._results[key]
 
     def surface(
         self,

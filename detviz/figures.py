@@ -919,6 +919,10 @@ def p_t_histogram(p_t: Tensor, positive: Tensor, bins: int = 50) -> go.Figure:
 # --- detections and NMS --------------------------------------------------------------------------
 
 
+OUTCOME_COLORS = {"TP": "#38a169", "FP": "#e53e3e", "duplicate": "#dd6b20", "ignored (difficult)": "#a0aec0"}
+MISSED_COLOR = "#d53f8c"
+
+
 def detections_figure(
     image: Image.Image,
     trace: Any,
@@ -927,75 +931,230 @@ def detections_figure(
     gt_boxes: Tensor | None = None,
     gt_labels: Tensor | None = None,
     height: int = 560,
+    outcome: Tensor | None = None,
+    missed: Tensor | None = None,
+    upto: int | None = None,
+    selected: int | None = None,
 ) -> go.Figure:
     """Detections and what NMS did to the other candidates (pixel boxes).
 
     Args:
-        trace: an NMSTrace in pixels (`to_pixels`): kept boxes solid with "class score" tags,
-            suppressed ones dotted, each with a hover naming the box that suppressed it.
-        gt_boxes, gt_labels: ground truth, drawn as thin grey dashes.
+        trace: an NMSTrace in pixels (`to_pixels`), M candidates best first: kept boxes solid
+            with "class score" tags, suppressed ones dotted and faded, each with a hover naming
+            the box that suppressed it. Markers at the box centres carry the candidate's
+            position as customdata (for clicks).
+        gt_boxes, gt_labels: (G, 4), (G,) ground truth, drawn as thin light dashes.
+        outcome: (M,) int64 evaluation status of each candidate (detviz.evaluate TP, FP,
+            DUPLICATE, IGNORED; -1 for candidates that are not detections): kept boxes are then
+            coloured by outcome instead of by class.
+        missed: (G,) bool objects no detection found, drawn thick dashed with a "missed" tag.
+        upto: NMS step-through: only the first `upto` candidates are drawn, the last of them
+            stressed, with a line to the kept box that suppressed it.
+        selected: a candidate to stress (clicked).
     """
+    from detviz.evaluate import STATUS_NAMES
     from detviz.postprocess import KEPT, SUPPRESSED
 
     fig = image_figure(image, height=height)
+    m = trace.status.shape[0]
+    shown_upto = m if upto is None else max(0, min(int(upto), m))
+    visible = torch.arange(m) < shown_upto
+    status = trace.status
+    annotations = []
     if gt_boxes is not None and gt_boxes.shape[0]:
         add_rectangles(fig, gt_boxes, "#f7fafc", "ground truth", width=2, dash="dash")
-    status = trace.status
-    order = torch.arange(status.shape[0])
-    for label in torch.unique(trace.labels).tolist():
-        color = class_color(label)
+        if missed is not None and bool(missed.any()):
+            gone = torch.nonzero(missed).flatten()
+            add_rectangles(fig, gt_boxes[gone], MISSED_COLOR, "missed object", width=3, dash="dash")
+            for g in gone.tolist():
+                label = int(gt_labels[g]) if gt_labels is not None else -1
+                name = class_names[label] if 0 <= label < len(class_names) else "object"
+                annotations.append(_tag(gt_boxes[g], f"missed {name}", MISSED_COLOR, anchor="top"))
+
+    kept_mask = visible & (status == KEPT)
+    gone_mask = visible & (status == SUPPRESSED) if show_suppressed else torch.zeros(m, dtype=torch.bool)
+    for label in torch.unique(trace.labels[visible]).tolist():
         name = class_names[label] if 0 <= label < len(class_names) else f"class {label}"
         mine = trace.labels == label
-        if show_suppressed:
-            gone = torch.nonzero(mine & (status == SUPPRESSED)).flatten()
-            if gone.numel():
-                add_rectangles(fig, trace.boxes[gone], color, f"{name}: suppressed", width=1, dash="dot", opacity=0.7)
-        kept = torch.nonzero(mine & (status == KEPT)).flatten()
-        if kept.numel():
-            add_rectangles(fig, trace.boxes[kept], color, f"{name}: kept", width=3)
-            for i in kept.tolist():
-                x1, y1 = trace.boxes[i, :2].tolist()
-                fig.add_annotation(
-                    x=x1,
-                    y=y1,
-                    text=f"{name} {float(trace.scores[i]):.2f}",
-                    showarrow=False,
-                    xanchor="left",
-                    yanchor="bottom",
-                    font=dict(color=text_color(color), size=11),
-                    bgcolor=color,
-                    borderpad=1,
-                )
-    shown = order[
-        (status == KEPT) | ((status == SUPPRESSED) if show_suppressed else torch.zeros_like(status, dtype=torch.bool))
-    ]
+        gone = torch.nonzero(mine & gone_mask).flatten()
+        if gone.numel():
+            add_rectangles(fig, trace.boxes[gone], class_color(label), f"{name}: suppressed", 1, "dot", 0.6)
+        if outcome is None:
+            kept = torch.nonzero(mine & kept_mask).flatten()
+            if kept.numel():
+                add_rectangles(fig, trace.boxes[kept], class_color(label), f"{name}: kept", width=3)
+    if outcome is not None:
+        for code, name in enumerate(STATUS_NAMES):
+            kept = torch.nonzero(kept_mask & (outcome == code)).flatten()
+            if kept.numel():
+                add_rectangles(fig, trace.boxes[kept], OUTCOME_COLORS[name], name, width=3)
+    for i in torch.nonzero(kept_mask).flatten().tolist():
+        label = int(trace.labels[i])
+        name = class_names[label] if 0 <= label < len(class_names) else f"class {label}"
+        color = class_color(label) if outcome is None else OUTCOME_COLORS[STATUS_NAMES[int(outcome[i])]]
+        annotations.append(_tag(trace.boxes[i], f"{name} {float(trace.scores[i]):.2f}", color))
+
+    stress = [k for k in (shown_upto - 1 if upto is not None else None, selected) if k is not None and 0 <= k < m]
+    for k in dict.fromkeys(stress):
+        add_rectangles(fig, trace.boxes[k : k + 1], "#ffd400", f"candidate {k}", width=5)
+        by = int(trace.suppressed_by[k])
+        if by >= 0:
+            a = ((trace.boxes[k, :2] + trace.boxes[k, 2:]) / 2).tolist()
+            b = ((trace.boxes[by, :2] + trace.boxes[by, 2:]) / 2).tolist()
+            fig.add_trace(go.Scatter(x=[a[0], b[0]], y=[a[1], b[1]], mode="lines+markers", hoverinfo="skip",
+                                     line=dict(color="#ffd400", width=2, dash="dot"),
+                                     name=f"suppressed by candidate {by}"))  # fmt: skip
+
+    shown = torch.nonzero(kept_mask | gone_mask).flatten()
     if shown.numel():
-        centers = (trace.boxes[shown, :2] + trace.boxes[shown, 2:]) / 2
+        centers = ((trace.boxes[shown, :2] + trace.boxes[shown, 2:]) / 2).double().numpy()
         text = []
         for i in shown.tolist():
-            name = class_names[int(trace.labels[i])]
+            label = int(trace.labels[i])
+            name = class_names[label] if 0 <= label < len(class_names) else f"class {label}"
             line = f"candidate {i}: {name} {float(trace.scores[i]):.3f}, anchor {int(trace.anchor[i])}"
             if int(status[i]) == SUPPRESSED:
                 by = int(trace.suppressed_by[i])
                 line += f"<br>suppressed by candidate {by} ({float(trace.scores[by]):.3f}), IoU {float(trace.suppression_iou[i]):.2f}"
             else:
-                line += "<br>kept"
+                line += "<br>kept" + (f": {STATUS_NAMES[int(outcome[i])]}" if outcome is not None else "")
             text.append(line)
         fig.add_trace(
             go.Scatter(
-                x=centers[:, 0].tolist(),
-                y=centers[:, 1].tolist(),
+                x=centers[:, 0],
+                y=centers[:, 1],
                 mode="markers",
                 text=text,
+                name="candidates",
                 marker=dict(
-                    size=6,
+                    size=8,
                     color=[class_color(int(trace.labels[i])) for i in shown.tolist()],
                     symbol=["circle" if int(status[i]) == KEPT else "x" for i in shown.tolist()],
+                    line=dict(color="white", width=1),
                 ),
-                customdata=shown.tolist(),
+                customdata=shown.numpy(),
                 hovertemplate="%{text}<extra></extra>",
                 showlegend=False,
             )
         )
-    fig.update_layout(showlegend=True, legend=dict(orientation="h", y=-0.02, yanchor="top", x=0))
+    fig.update_layout(
+        showlegend=True,
+        legend=dict(orientation="h", y=-0.02, yanchor="top", x=0),
+        annotations=annotations,
+    )
+    return fig
+
+
+def _tag(box: Tensor, text: str, color: str, anchor: str = "bottom") -> dict:
+    """A filled text tag at a pixel box's top-left corner (above it, or inside with anchor "top")."""
+    x1, y1 = box[:2].tolist()
+    return dict(x=x1, y=y1, text=text, showarrow=False, xanchor="left", yanchor=anchor,
+                font=dict(color=text_color(color), size=11), bgcolor=color, borderpad=1)  # fmt: skip
+
+
+def class_scores_figure(scores: Tensor, class_names: Sequence[str], chosen: int | None = None) -> go.Figure:
+    """One anchor's score for every class (sigmoid of its logits), the chosen class stressed.
+
+    scores: (C,) in [0, 1] (background excluded)."""
+    values = scores.double().numpy()
+    colors = [class_color(c) if c == chosen else "#cbd5e0" for c in range(len(values))]
+    fig = go.Figure(go.Bar(x=list(class_names), y=values, marker_color=colors,
+                           hovertemplate="%{x}: %{y:.4f}<extra></extra>"))  # fmt: skip
+    fig.update_layout(height=240, margin=dict(l=0, r=0, t=30, b=0), font=FONT, title="Score per class",
+                      yaxis=dict(range=[0, 1], title="sigmoid(logit)"))  # fmt: skip
+    return fig
+
+
+def pr_curves_figure(curves: dict[str, Any], height: int = 380, title: str = "Precision-recall") -> go.Figure:
+    """Precision against recall for each named ClassCurve; hover shows the score threshold that
+    gives each point (the score of the detection that reaches it)."""
+    fig = go.Figure()
+    for k, (name, curve) in enumerate(curves.items()):
+        if curve.recall.numel() == 0 or bool(torch.isnan(curve.recall).all()):
+            continue
+        recall = np.concatenate([[0.0], curve.recall.double().numpy()])
+        precision = np.concatenate([[1.0], curve.precision.double().numpy()])
+        scores = np.concatenate([[np.nan], curve.scores.double().numpy()])
+        fig.add_trace(go.Scatter(
+            x=recall, y=precision, mode="lines", name=name, line=dict(color=PALETTE[k % len(PALETTE)], width=2),
+            customdata=scores, line_shape="hv",
+            hovertemplate=f"{name}<br>recall %{{x:.3f}}, precision %{{y:.3f}}<br>score threshold %{{customdata:.3f}}"
+                          "<extra></extra>",
+        ))  # fmt: skip
+    fig.update_layout(title=title, height=height, margin=dict(l=0, r=0, t=40, b=0), font=FONT,
+                      xaxis=dict(title="recall", range=[0, 1.01]), yaxis=dict(title="precision", range=[0, 1.02]),
+                      legend=dict(orientation="v", x=1.01, y=1))  # fmt: skip
+    return fig
+
+
+def ap_bar_figure(ap: Tensor, class_names: Sequence[str], title: str = "AP per class") -> go.Figure:
+    """A bar per class with its AP (classes without ground truth left out), best first."""
+    order = [c for c in torch.argsort(-torch.nan_to_num(ap, nan=-1.0)).tolist() if not torch.isnan(ap[c])]
+    fig = go.Figure(go.Bar(
+        x=[class_names[c] for c in order], y=[float(ap[c]) for c in order],
+        marker_color=[class_color(c) for c in order], hovertemplate="%{x}: AP %{y:.3f}<extra></extra>",
+    ))  # fmt: skip
+    fig.update_layout(title=title, height=300, margin=dict(l=0, r=0, t=40, b=0), font=FONT,
+                      yaxis=dict(range=[0, 1], title="AP"))  # fmt: skip
+    return fig
+
+
+def confusion_figure(matrix: Tensor, class_names: Sequence[str]) -> go.Figure:
+    """Counts of (true class, predicted class), with a background row and a missed column."""
+    rows = [*class_names, "background"]
+    cols = [*class_names, "missed"]
+    z = matrix.double().numpy()
+    share = z / np.maximum(z.sum(1, keepdims=True), 1)
+    fig = go.Figure(go.Heatmap(
+        z=share, x=cols, y=rows, customdata=z, colorscale="Blues", zmin=0, zmax=1,
+        text=z.astype(int), texttemplate="%{text}", colorbar=dict(title="share of row", tickformat=".0%"),
+        hovertemplate="true %{y}, predicted %{x}: %{customdata:.0f} (%{z:.1%} of the row)<extra></extra>",
+    ))  # fmt: skip
+    fig.update_layout(title="Which classes get mixed up", height=120 + 34 * len(rows), font=FONT,
+                      margin=dict(l=0, r=0, t=40, b=0), xaxis=dict(title="predicted"),
+                      yaxis=dict(title="true", autorange="reversed"))  # fmt: skip
+    return fig
+
+
+def error_breakdown_figure(delta_map: dict[str, float], counts: Tensor) -> go.Figure:
+    """mAP each error type would add if fixed (bars), with how many errors of that type (hover).
+
+    counts: (6,) totals in detviz.evaluate.ERROR_TYPES order."""
+    from detviz.evaluate import ERROR_TYPES
+
+    names = list(ERROR_TYPES)
+    values = [max(0.0, delta_map.get(n, 0.0)) if delta_map.get(n) == delta_map.get(n) else 0.0 for n in names]
+    fig = go.Figure(go.Bar(
+        x=values, y=names, orientation="h", customdata=counts.numpy(),
+        marker_color=["#805ad5", "#dd6b20", "#b83280", "#d69e2e", "#e53e3e", MISSED_COLOR],
+        hovertemplate="%{y}: %{customdata} errors, fixing them adds %{x:.3f} mAP<extra></extra>",
+        text=[f"+{v:.3f} ({int(c)})" for v, c in zip(values, counts.tolist(), strict=True)], textposition="outside",
+    ))  # fmt: skip
+    fig.update_layout(title="mAP gained by fixing each kind of error (count in brackets)", height=300, font=FONT,
+                      margin=dict(l=0, r=40, t=40, b=0), xaxis=dict(title="mAP added"),
+                      yaxis=dict(autorange="reversed"))  # fmt: skip
+    return fig
+
+
+def surface_figure(
+    values: Tensor, score_thresholds: Sequence[float], nms_ious: Sequence[float], current: tuple[float, float]
+) -> go.Figure:
+    """mAP over (score threshold, NMS IoU) as a heat map, the current setting marked.
+
+    values: (S, N) for score_thresholds x nms_ious."""
+    z = values.double().numpy()
+    best = np.unravel_index(np.nanargmax(z), z.shape) if np.isfinite(z).any() else (0, 0)
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[f"{v:g}" for v in nms_ious], y=[f"{v:g}" for v in score_thresholds], colorscale="Viridis",
+        texttemplate="%{z:.3f}", colorbar=dict(title="mAP"),
+        hovertemplate="score threshold %{y}, NMS IoU %{x}: mAP %{z:.4f}<extra></extra>",
+    ))  # fmt: skip
+    fig.add_trace(go.Scatter(
+        x=[f"{nms_ious[best[1]]:g}"], y=[f"{score_thresholds[best[0]]:g}"], mode="markers", name="best",
+        marker=dict(symbol="star", size=16, color="white", line=dict(color="black", width=1)), hoverinfo="skip",
+    ))  # fmt: skip
+    fig.update_layout(title=f"mAP over thresholds (now: score {current[0]:g}, NMS IoU {current[1]:g}; star: best)",
+                      height=360, font=FONT, margin=dict(l=0, r=0, t=40, b=0),
+                      xaxis=dict(title="NMS IoU", type="category"),
+                      yaxis=dict(title="score threshold", type="category"), showlegend=False)  # fmt: skip
     return fig

@@ -79,11 +79,12 @@ def make_voc(
 
 @pytest.fixture
 def data_root(tmp_path: Path, demo_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The app reads the session's demo set, may open folders under tmp_path, and sees no
-    shipped checkpoint unless a test puts one in tmp_path/checkpoints."""
+    """The app reads the session's demo set, may open folders under tmp_path, sees no shipped
+    checkpoint unless a test puts one in tmp_path/checkpoints, and keeps its runs in tmp_path/runs."""
     monkeypatch.setenv("DETVIZ_DEMO_DIR", str(demo_root))
     monkeypatch.setenv("DETVIZ_DATA_ROOTS", os.pathsep.join([str(tmp_path), str(demo_root.parent)]))
     monkeypatch.setenv("DETVIZ_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("DETVIZ_RUNS_DIR", str(tmp_path / "runs"))
     return tmp_path
 
 

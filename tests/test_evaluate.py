@@ -26,13 +26,23 @@ from detviz.evaluate import (
     FP,
     IGNORED,
     LOC,
+    MISS,
     NO_ERROR,
     TP,
     ThresholdSweep,
+    class_confusion,
     coco_eval,
+    coco_eval_flat,
     coco_map,
     error_breakdown,
+    error_breakdown_flat,
+    flatten,
+    image_error_counts,
+    metric_audit,
+    scale_flat,
     voc_map,
+    voc_map_flat,
+    worst_images,
 )
 from detviz.postprocess import postprocess
 
@@ -405,3 +415,65 @@ def test_bad_sweep_use() -> None:
         sweep.add_batch(logits[:2], acts[:2], anchors)
     with pytest.raises(ValueError, match=r"score_threshold must be in \[0.001, 1\) for this sweep, got 0.0"):
         sweep.evaluate(0.0)
+
+
+# --- confusion, worst images, audit (the Evaluate page's numbers) ----------------------------
+
+
+def test_confusion_counts_each_detection_once_and_each_unreached_object_as_missed() -> None:
+    a, b, c = [0.0, 0.0, 40.0, 40.0], [100.0, 100.0, 140.0, 140.0], [200.0, 0.0, 240.0, 40.0]
+    boxes = [a, [101.0, 100.0, 141.0, 140.0], [300.0, 300.0, 340.0, 340.0], [1.0, 1.0, 41.0, 41.0]]
+    # class 0 on a (right), class 0 on b (a class-1 object), class 1 on nothing, class 0 on a again
+    flat = flatten([det(boxes, [0.9, 0.8, 0.7, 0.6], [0, 0, 1, 0])], [gt([a, b, c], [0, 1, 1])], 2)
+    matrix = class_confusion(flat, 2)
+    assert matrix.tolist() == [
+        [2, 0, 0],  # true class 0: two detections of class 0 (one a duplicate); nothing missed
+        [1, 0, 2],  # true class 1: once called class 0; b and c never reached by a class-1 detection
+        [0, 1, 0],  # background: one class-1 detection on nothing
+    ]
+    assert int(matrix[:, :2].sum()) == 4  # every detection once
+    empty = flatten([det(torch.zeros(0, 4), [], [])], [gt(torch.zeros(0, 4), [])], 2)
+    assert int(class_confusion(empty, 2).sum()) == 0
+
+
+def test_worst_images_rank_by_mistakes() -> None:
+    good = (det(BOX, [0.9], [0]), gt(BOX, [0]))
+    one_miss = (det(torch.zeros(0, 4), [], []), gt(BOX, [0]))
+    two_fp = (det([[100.0, 100, 140, 140], [0.0, 0, 10, 10]], [0.9, 0.8], [0, 0]), gt(torch.zeros(0, 4), []))
+    dets, gts = zip(good, one_miss, two_fp, strict=True)
+    eb = error_breakdown(list(dets), list(gts), 1)
+    counts = image_error_counts(eb)
+    assert counts[0].sum() == 0 and counts[1, MISS] == 1 and counts[2, BKG] == 2
+    assert worst_images(eb) == [2, 1]
+    assert worst_images(eb, 1) == [2]
+
+
+def test_flat_forms_equal_the_list_forms() -> None:
+    dets, gts = random_data(3, num_classes=3, difficult_p=0.2)
+    flat = flatten(dets, gts, 3)
+    a, b = error_breakdown(dets, gts, 3), error_breakdown_flat(flat, 3)
+    assert a.delta_map == b.delta_map and torch.equal(a.counts, b.counts)
+    torch.testing.assert_close(coco_eval_flat(flat, 3).stats, coco_eval(dets, gts, 3).stats)
+    sizes = torch.tensor([[2.0, 4.0]] * len(dets))
+    scaled = scale_flat(flat, sizes)
+    torch.testing.assert_close(scaled.det_boxes, flat.det_boxes * torch.tensor([2.0, 4.0, 2.0, 4.0]).double())
+    assert voc_map_flat(scaled, 3, 0.5, "all", False).map == pytest.approx(voc_map_flat(flat, 3, 0.5, "all", False).map)
+
+
+def test_metric_audit_rows_are_the_numbers_they_name() -> None:
+    anchors, logits, acts, gts = _sweep_setup(1)  # a model whose tail below 0.3 finds objects
+    sweep = ThresholdSweep.from_outputs(logits, acts, anchors, gts)
+    sizes = torch.tensor([[300.0, 200.0]] * len(gts))
+    rows = metric_audit(sweep, sizes)
+    assert [(r.protocol, r.score_threshold, r.difficult) for r in rows][:4] == [
+        ("VOC07 11-point", 0.01, "ignored"), ("all-point (VOC2010+)", 0.01, "ignored"),
+        ("VOC07 11-point", 0.01, "counted"), ("VOC07 11-point", 0.3, "ignored"),
+    ]  # fmt: skip
+    assert rows[0].value == pytest.approx(sweep.evaluate(0.01, method="11point").map)
+    assert rows[1].value == pytest.approx(sweep.evaluate(0.01, method="all").map)
+    assert rows[3].value < rows[0].value  # the cut tail
+    pixel = scale_flat(sweep.detections(0.01, 0.45, 100), sizes)
+    stats = coco_eval_flat(pixel, 4).stats
+    assert rows[5].value == pytest.approx(float(stats[1])) and rows[6].value == pytest.approx(float(stats[0]))
+    assert rows[6].value <= rows[5].value  # strict IoUs only lower AP
+    assert all(r.why.endswith(".") and len(r.why) > 20 for r in rows)

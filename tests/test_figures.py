@@ -10,13 +10,19 @@ from PIL import Image
 from detviz.anchors import PRESETS, make_anchors
 from detviz.explain import clicked_anchor
 from detviz.figures import (
+    MISSED_COLOR,
+    OUTCOME_COLORS,
     PALETTE,
     anchor_overlay_figure,
+    ap_bar_figure,
     cell_loss_map,
     class_color,
     class_count_figure,
+    class_scores_figure,
+    confusion_figure,
     coverage_figure,
     detections_figure,
+    error_breakdown_figure,
     ground_truth_figure,
     histogram_figure,
     iou_heatmap,
@@ -26,8 +32,10 @@ from detviz.figures import (
     matching_figure,
     multilabel_figure,
     p_t_histogram,
+    pr_curves_figure,
     rect_path,
     render_thumbnail,
+    surface_figure,
     text_color,
 )
 
@@ -289,3 +297,76 @@ def test_detections_figure_shows_kept_and_suppressed_with_who_suppressed_them() 
     assert "suppressed by candidate 0 (0.900), IoU 0.82" in hover[1] and hover[0].endswith("kept")
     hidden = detections_figure(_image(), trace, CLASSES, show_suppressed=False)
     assert not _traces(hidden, "dog: suppressed") and len(hidden.data[-1].x) == 2
+
+
+def _trace3():
+    from detviz.postprocess import KEPT, OVER_LIMIT, SUPPRESSED, NMSTrace
+
+    return NMSTrace(
+        boxes=torch.tensor([[10.0, 10, 50, 50], [12, 12, 52, 52], [60, 5, 75, 20], [0, 0, 5, 5]]),
+        scores=torch.tensor([0.9, 0.8, 0.7, 0.6]),
+        labels=torch.tensor([1, 1, 2, 0]),
+        anchor=torch.tensor([5, 6, 40, 2]),
+        status=torch.tensor([KEPT, SUPPRESSED, KEPT, OVER_LIMIT]),
+        suppressed_by=torch.tensor([-1, 0, -1, -1]),
+        suppression_iou=torch.tensor([0.0, 0.82, 0.0, 0.0]),
+    )
+
+
+def test_detections_coloured_by_outcome_with_missed_objects() -> None:
+    from detviz.evaluate import FP, TP
+
+    trace = _trace3()
+    outcome = torch.tensor([TP, -1, FP, -1])
+    gt = torch.tensor([[10.0, 10, 50, 50], [30, 30, 70, 55]])
+    fig = detections_figure(_image(), trace, CLASSES, gt_boxes=gt, gt_labels=torch.tensor([1, 0]), outcome=outcome,
+                            missed=torch.tensor([False, True]))  # fmt: skip
+    assert _traces(fig, "TP")[0].line.color == OUTCOME_COLORS["TP"]
+    assert _traces(fig, "FP")[0].line.color == OUTCOME_COLORS["FP"]
+    assert _gaps(_traces(fig, "missed object")[0]) == 1 and _traces(fig, "missed object")[0].line.color == MISSED_COLOR
+    assert [a.text for a in fig.layout.annotations] == ["missed cat", "dog 0.90", "bird 0.70"]
+    markers = fig.data[-1]
+    assert list(markers.customdata) == [0, 1, 2]  # the over-the-limit candidate is not drawn
+    assert markers.text[0].endswith("kept: TP")
+    assert clicked_anchor([{"customdata": int(markers.customdata[1])}], 4) == 1
+
+
+def test_nms_step_through_draws_only_decided_candidates_and_links_the_suppressor() -> None:
+    trace = _trace3()
+    first = detections_figure(_image(), trace, CLASSES, upto=1)
+    assert list(first.data[-1].customdata) == [0] and _traces(first, "candidate 0")
+    second = detections_figure(_image(), trace, CLASSES, upto=2)
+    link = _traces(second, "suppressed by candidate 0")
+    assert link and list(link[0].x) == [32.0, 30.0]  # from candidate 1's centre to candidate 0's
+    selected = detections_figure(_image(), trace, CLASSES, selected=2)
+    assert _traces(selected, "candidate 2") and not _traces(selected, "suppressed by candidate 0")
+
+
+def test_pr_curves_hover_shows_the_score_threshold() -> None:
+    from detviz.evaluate import ClassCurve
+
+    curve = ClassCurve(torch.tensor([1.0, 0.5, 0.667]), torch.tensor([0.5, 0.5, 1.0]), torch.tensor([0.9, 0.6, 0.3]))
+    empty = ClassCurve(torch.zeros(0), torch.zeros(0), torch.zeros(0))
+    fig = pr_curves_figure({"dog": curve, "cat": empty})
+    assert len(fig.data) == 1 and list(fig.data[0].x) == [0.0, 0.5, 0.5, 1.0]
+    assert list(fig.data[0].customdata[1:]) == pytest.approx([0.9, 0.6, 0.3])
+    assert "score threshold" in fig.data[0].hovertemplate
+
+
+def test_evaluation_figures() -> None:
+    bars = ap_bar_figure(torch.tensor([0.2, float("nan"), 0.9]), CLASSES)
+    assert list(bars.data[0].x) == ["bird", "cat"]  # best first, no-ground-truth class left out
+    matrix = torch.tensor([[3, 1, 0, 1], [0, 2, 0, 0], [0, 0, 0, 2], [1, 1, 0, 0]])
+    conf = confusion_figure(matrix, CLASSES)
+    assert list(conf.data[0].y) == [*CLASSES, "background"] and list(conf.data[0].x) == [*CLASSES, "missed"]
+    assert conf.data[0].z[0][0] == pytest.approx(0.6) and conf.data[0].z[2][3] == 1.0
+    errors = error_breakdown_figure(
+        {"classification": 0.1, "localisation": 0.05, "both": 0.0, "duplicate": 0.01, "background": float("nan"),
+         "missed": 0.2}, torch.tensor([3, 2, 0, 1, 4, 5]))  # fmt: skip
+    assert list(errors.data[0].x) == pytest.approx([0.1, 0.05, 0.0, 0.01, 0.0, 0.2])
+    assert errors.data[0].text[0] == "+0.100 (3)"
+    surface = surface_figure(torch.tensor([[0.5, 0.6], [0.4, 0.3]]), [0.01, 0.3], [0.45, 0.6], (0.3, 0.45))
+    star = surface.data[1]
+    assert (star.x[0], star.y[0]) == ("0.6", "0.01")
+    scores = class_scores_figure(torch.tensor([0.1, 0.8, 0.05]), CLASSES, chosen=1)
+    assert scores.data[0].marker.color[1] == class_color(1) and scores.data[0].marker.color[0] == "#cbd5e0"

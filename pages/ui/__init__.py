@@ -17,6 +17,7 @@ import os
 import runpy
 import threading
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pandas  # noqa: F401  (see below)
 import streamlit as st
@@ -76,6 +77,15 @@ ALPHA = "alpha"  # Losses page: focal alpha and gamma
 GAMMA = "gamma"
 LOSS_VIEW = "lossview"  # Losses page: class | box | total
 STAGE = "stage"  # Lesson page: the stage shown
+# Predictions / Evaluate pages (CHECKPOINT above: a shipped file name, or "run:<name>" for a run's best.pt)
+SCORE = "score"  # score threshold
+NMS_IOU = "nms"  # NMS IoU threshold
+MAX_DETS = "maxdet"  # detections kept per image
+ONLY = "only"  # classes shown
+EVAL_IOU = "eval_iou"  # IoU a detection needs to count as a true positive
+SUBSET = "subset"  # validation images the live mAP uses
+# Train page: its form fields and views use keys starting with "train_" (see pages/train.py)
+RUN = "run"  # the run watched on the Train page
 # Session-only keys.
 SELECTION = "_dataset_selection"
 
@@ -117,6 +127,11 @@ def data_roots() -> list[Path]:
     env = os.environ.get("DETVIZ_DATA_ROOTS", "")
     roots = [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
     return roots or [APP_DIR / "data"]
+
+
+def runs_dir() -> Path:
+    """Where training runs live: $DETVIZ_RUNS_DIR, else runs/ in the app folder."""
+    return Path(os.environ.get("DETVIZ_RUNS_DIR") or APP_DIR / "runs")
 
 
 def demo_dir() -> Path:
@@ -182,6 +197,30 @@ def _same_value(requested: list[str], value: object) -> bool:
         elif text != str(v):
             return False
     return True
+
+
+def share_link(container=st) -> None:
+    """A "copy link" popover with the address of this view: the page and its query parameters."""
+    pairs = [(k, v) for k in st.query_params for v in st.query_params.get_all(k)]
+    base = st.context.url or ""
+    link = f"{base}?{urlencode(pairs)}" if pairs else base
+    with container.popover("Copy link", icon=":material/link:"):
+        st.caption("The address of this view: open it (or send it) to come back to exactly this.")
+        st.code(link or "(the address appears once the page is open in a browser)", language=None, wrap_lines=True)
+
+
+def show_figure(fig, name: str, container=st, **kwargs):
+    """st.plotly_chart with the export a user expects: the camera icon saves a PNG named after
+    the figure (2x scale), and a button below saves it as a standalone HTML file (plotly.js
+    inside, so it opens offline)."""
+    config = {"toImageButtonOptions": {"filename": name, "scale": 2}, "displaylogo": False}
+    result = container.plotly_chart(fig, key=kwargs.pop("key", name), config=config, **kwargs)
+    container.download_button(
+        "HTML", data=lambda: fig.to_html(include_plotlyjs=True, full_html=True), file_name=f"{name}.html",
+        mime="text/html", on_click="ignore", icon=":material/download:", key=f"{name}-html", type="tertiary",
+        help="Save this figure as an interactive HTML file (the camera icon on the figure saves a PNG).",
+    )  # fmt: skip
+    return result
 
 
 def dataset_sidebar() -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import json
 import os
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +17,13 @@ from PIL import Image, ImageDraw
 
 from detviz.anchors import PRESETS, AnchorConfig, Anchors, config_text, make_anchors, parse_anchor_text
 from detviz.coverage import Coverage, anchor_coverage
-from detviz.data import VOC_CLASSES, DataError, DatasetIndex
+from detviz.data import VOC_CLASSES, DataError, DatasetIndex, load_image
 from detviz.data.spec import dataset_fingerprint
+from detviz.evaluate import ThresholdSweep
 from detviz.inference import Detector
-from detviz.models import CheckpointError
+from detviz.models import CheckpointError, compatibility_problems
+from detviz.postprocess import DEFAULT_NMS_IOU
+from detviz.train.runs import list_runs
 from pages import ui
 
 LESSON_EXAMPLE = "lesson example (image 7)"
@@ -164,16 +171,184 @@ def shipped_checkpoints() -> dict[str, Path]:
     return {p.name: p for p in sorted(checkpoint_dir().glob("*.pt"))}
 
 
+RUN_PREFIX = "run:"  # ?ckpt=run:<name>: the best checkpoint of that training run
+UPLOAD = "upload a checkpoint…"
+
+
+def run_checkpoints() -> dict[str, Path]:
+    """Best checkpoints of the training runs in the runs folder, as "run:<name>", newest first."""
+    found = {}
+    for run in list_runs(ui.runs_dir()):
+        best = run.path / "checkpoints" / "best.pt"
+        if best.is_file():
+            found[RUN_PREFIX + run.name] = best
+    return found
+
+
+def checkpoint_picker(container=st) -> tuple[str, Path] | None:
+    """A checkpoint: shipped, a run's best.pt, or uploaded (loaded safely: tensors only, no code).
+
+    Bound to ?ckpt= (an upload cannot be in a link). Returns (shown name, file) or None.
+    """
+    options = shipped_checkpoints() | run_checkpoints()
+    choice = container.selectbox(
+        "Checkpoint", [*options, UPLOAD], key=ui.CHECKPOINT, bind="query-params",
+        help="The checkpoints in checkpoints/, the best checkpoint of each training run, or a file of yours.",
+    )  # fmt: skip
+    if choice != UPLOAD:
+        return choice, options[choice]
+    upload = container.file_uploader("Checkpoint file", type=["pt", "pth"], key="checkpoint-upload",
+                                     help="A detviz checkpoint. Only tensors and plain data are read; "
+                                          "a file carrying Python objects is refused.")  # fmt: skip
+    if upload is None:
+        container.info("Choose a .pt file made by detviz (`python -m detviz.train`).")
+        return None
+    data = upload.getvalue()
+    folder = Path(tempfile.gettempdir()) / "detviz-uploads"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:24]}.pt"
+    if not path.is_file():
+        path.write_bytes(data)
+    return upload.name, path
+
+
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
 def _detector(path: str, stamp: tuple[int, int]) -> Detector:
     return Detector.from_checkpoint(path)
 
 
-def detector_of(path: Path) -> Detector | None:
-    """A Detector for the checkpoint (cached per file and modification time), or None after an error."""
+def _stamp(path: Path) -> tuple[int, int]:
+    s = path.stat()
+    return s.st_size, s.st_mtime_ns
+
+
+def detector_of(path: Path, name: str | None = None) -> Detector | None:
+    """A Detector for the checkpoint (cached per file and modification time), or None after an
+    error, shown with the checkpoint's `name` in place of its (temporary) path."""
     try:
-        st_ = path.stat()
-        return _detector(str(path), (st_.st_size, st_.st_mtime_ns))
+        return _detector(str(path), _stamp(path))
     except (OSError, CheckpointError) as e:
-        st.error(str(e))
+        message = str(e).replace(str(path), name) if name else str(e)
+        st.error(message if isinstance(e, CheckpointError) else f"{name or path}: {e.strerror or e}.")
         return None
+
+
+def fits_dataset(detector: Detector, index: DatasetIndex, name: str) -> bool:
+    """Whether the checkpoint predicts the dataset's classes; says why not."""
+    problems = compatibility_problems(detector.info, class_names=index.classes)
+    if problems:
+        st.error(f"{name} was trained on other classes than this dataset has ({'; '.join(problems)}): its "
+                 "detections are shown with its own class names, but nothing can be scored against this "
+                 "ground truth. Choose a dataset with its classes in the sidebar.")  # fmt: skip
+    return not problems
+
+
+NMS_STEPS = tuple(round(0.05 * k, 2) for k in range(1, 21))  # the NMS slider's values
+LIVE_FLOOR = 0.01  # the lowest score threshold the live pages offer; candidates below it are not kept
+SUBSETS = {"first 100 images": 100, "first 500 images": 500, "all images": 1 << 30}  # URL values of ?subset=
+
+
+@dataclass(frozen=True)
+class LiveSet:
+    """A model's outputs over (part of) a dataset, ready for threshold sweeps.
+
+    Attributes:
+        sweep: the candidates of every image. index: the images, in sweep order.
+        sizes: (N, 2) width, height per image. unreadable: images whose file could not be read
+            (scored as having no detections).
+    """
+
+    sweep: ThresholdSweep
+    index: DatasetIndex
+    sizes: torch.Tensor
+    unreadable: list[str]
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _live_set(path: str, stamp: tuple, spec: str, split: str, fingerprint: tuple, limit: int) -> LiveSet:
+    detector = _detector(path, stamp)
+    full = ui.read_index(spec, split, fingerprint)
+    index = full.subset(list(range(min(limit, len(full)))))
+    sizes = torch.stack([index.widths, index.heights], 1)
+    scale = sizes.float().repeat(1, 2)
+    truths = [(r.boxes / scale[i], r.labels, r.difficult) for i, r in enumerate(index)]
+    sweep = ThresholdSweep(truths, len(detector.classes), floor=LIVE_FLOOR, coding=detector.coding)
+    unreadable = []
+    for start in range(0, len(index), 16):
+        images, broken = [], []
+        for i in range(start, min(start + 16, len(index))):
+            r = index[i]
+            try:
+                images.append(load_image(r.image_path, (r.width, r.height)))
+            except DataError:
+                images.append(Image.new("RGB", (r.width, r.height)))
+                broken.append(len(images) - 1)
+                unreadable.append(r.image_id)
+        logits, boxes = detector.raw_outputs(images)
+        if broken:
+            logits[broken] = -30.0  # an unreadable image gets no detections
+        sweep.add_batch(logits, boxes, detector.anchors)
+    sweep.kept_by_nms(DEFAULT_NMS_IOU)  # the first view's NMS, here under the spinner
+    # the other values the NMS slider offers, nearest first, while the user looks at the first
+    # result: a move to any of them then costs no NMS (about 1 s for 500 images on a laptop)
+    others = sorted(NMS_STEPS, key=lambda v: abs(v - DEFAULT_NMS_IOU))
+    thread = threading.Thread(target=sweep.warm, args=(others, _STOP_WARMING), name="warm NMS", daemon=True)
+    thread.start()
+    _WARMING.append(thread)
+    return LiveSet(sweep, index, sizes, unreadable)
+
+
+_STOP_WARMING = threading.Event()
+_WARMING: list[threading.Thread] = []
+
+
+@atexit.register
+def _stop_warming() -> None:
+    """Lets a warming thread finish its NMS call before the interpreter goes away (a daemon
+    thread inside a torch call at exit aborts the process)."""
+    _STOP_WARMING.set()
+    for thread in _WARMING:
+        thread.join(timeout=30)
+
+
+def live_set(path: Path, limit: int) -> LiveSet | None:
+    """The checkpoint's outputs over the first `limit` images of the sidebar dataset (computed
+    once per checkpoint, dataset and subset, then shared by the pages)."""
+    selection = st.session_state.get(ui.SELECTION)
+    if not isinstance(selection, tuple):
+        return None
+    spec, split = selection
+    fingerprint = dataset_fingerprint(spec, split)
+    n = min(limit, len(ui.read_index(str(spec), split, fingerprint)))
+    with st.spinner(f"Running the model over {n} images of {split or 'the data'} (once per checkpoint)…"):
+        live = _live_set(str(path), _stamp(path), str(spec), split, fingerprint, limit)
+    if live.unreadable:
+        st.warning(f"{len(live.unreadable)} image file(s) could not be read and count as having no detections: "
+                   + ", ".join(live.unreadable[:5]) + ("…" if len(live.unreadable) > 5 else ""))  # fmt: skip
+    return live
+
+
+def subset_picker(container=st) -> int:
+    """How many images the live mAP uses (?subset=)."""
+    choice = container.selectbox("Images scored", list(SUBSETS), index=0, key=ui.SUBSET, bind="query-params",
+                                 help="The live mAP runs the model once over these images of the sidebar's "
+                                      "split, then re-scores them at every slider move.")  # fmt: skip
+    return SUBSETS[choice]
+
+
+def threshold_sliders(classes: list[str], default_score: float = 0.25) -> tuple[float, float, int, float, list[int]]:
+    """Score threshold, NMS IoU, max detections, evaluation IoU and the classes shown, bound to the URL."""
+    c = st.columns([1, 1, 1, 1, 2])
+    score = c[0].slider("Score threshold", LIVE_FLOOR, 0.99, default_score, 0.01, key=ui.SCORE, bind="query-params",
+                        help="Candidates scoring at or below this are dropped before NMS.")  # fmt: skip
+    nms = c[1].slider("NMS IoU", NMS_STEPS[0], NMS_STEPS[-1], DEFAULT_NMS_IOU, 0.05, key=ui.NMS_IOU, bind="query-params",
+                      help="A box overlapping a better box of its class by more than this is suppressed "
+                           "(1: no suppression).")  # fmt: skip
+    max_dets = c[2].slider("Max detections", 1, 200, 100, 1, key=ui.MAX_DETS, bind="query-params",
+                           help="Detections kept per image, best first.")  # fmt: skip
+    eval_iou = c[3].slider("Evaluation IoU", 0.1, 0.95, 0.5, 0.05, key=ui.EVAL_IOU, bind="query-params",
+                           help="A detection is a true positive above this IoU with an object of its class.")  # fmt: skip
+    only = c[4].multiselect("Classes", classes, key=ui.ONLY, bind="query-params", placeholder="all classes",
+                            help="Show and score only these classes.")  # fmt: skip
+    # slider floats (0.15000000000000002) rounded to the values offered: the NMS cache is keyed on them
+    return round(score, 2), round(nms, 2), max_dets, round(eval_iou, 2), [classes.index(n) for n in only]

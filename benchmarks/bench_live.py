@@ -1,0 +1,127 @@
+"""Predictions & NMS / Evaluate speed (issue 8), server-side on this CPU, on the shipped checkpoint.
+
+- A slider move re-renders the Predictions page in <= 150 ms: the image's detections, the NMS
+  step-through and the live mAP with its PR curves (AppTest: the script run after the move).
+- The live mAP of 500 cached images follows a slider in <= 150 ms (the ThresholdSweep alone:
+  a new score threshold, an NMS IoU seen before, and an NMS IoU never seen before).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: `python benchmarks/bench_live.py`
+
+import torch  # noqa: E402
+
+from benchmarks.common import Row, print_table  # noqa: E402
+from detviz.data import load_image, make_demo_dataset, read_voc  # noqa: E402
+from detviz.evaluate import ThresholdSweep  # noqa: E402
+from detviz.inference import Detector  # noqa: E402
+
+GOAL_MS = 150.0
+MOVES = 6
+CHECKPOINT = ROOT / "checkpoints" / "demo_focal.pt"
+
+
+def _median_ms(fn, values: list) -> float:
+    times = []
+    for k in range(MOVES):
+        start = time.perf_counter()
+        fn(values[k % len(values)])
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def sweep_rows(demo: Path) -> list[Row]:
+    detector = Detector.from_checkpoint(CHECKPOINT)
+    index = read_voc(demo, "train")
+    n = 500
+    truths, outputs = [], []
+    for s in range(0, n, 25):
+        records = [index[i] for i in range(s, s + 25)]
+        images = [load_image(r.image_path, (r.width, r.height)) for r in records]
+        outputs.append(detector.raw_outputs(images))
+        for r in records:
+            truths.append((r.normalized_boxes(), r.labels, r.difficult))
+    sweep = ThresholdSweep(truths, len(detector.classes), floor=0.01, coding=detector.coding)
+    for logits, boxes in outputs:
+        sweep.add_batch(logits, boxes, detector.anchors)
+    start = time.perf_counter()
+    _ = sweep.candidates
+    sweep.evaluate(0.25, 0.45, 100)
+    first = (time.perf_counter() - start) * 1000
+    fresh = iter([0.3, 0.35, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75])
+    return [
+        Row(f"live mAP, 500 images ({len(sweep.candidates):,} candidates): first evaluation", first, "ms", None, ""),
+        Row("live mAP, 500 images: score threshold move", _median_ms(lambda v: sweep.evaluate(v, 0.45, 100),
+            [0.1, 0.25, 0.5]), "ms", GOAL_MS, "issue 8 goal"),
+        Row("live mAP, 500 images: NMS IoU move (seen before)", _median_ms(lambda v: sweep.evaluate(0.25, v, 100),
+            [0.45, 0.3, 0.45]), "ms", GOAL_MS, "issue 8 goal"),
+        Row("live mAP, 500 images: NMS IoU move (never seen)", _median_ms(lambda v: sweep.evaluate(0.25, next(fresh),
+            100), [0]), "ms", GOAL_MS, "issue 8 goal"),
+    ]  # fmt: skip
+
+
+def _session(page: str, **params: str):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    at.query_params.update(params)
+    at.switch_page(page)
+    at.run()
+    at.run()  # caches warm: the model, its outputs over the images, the picture
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _move(at, key: str, values: list) -> float:
+    times = []
+    for k in range(MOVES):
+        at.slider(key=key).set_value(values[k % len(values)])
+        start = time.perf_counter()
+        at.run()
+        times.append((time.perf_counter() - start) * 1000)
+        assert not at.exception, [e.value for e in at.exception]
+    return statistics.median(times)
+
+
+def page_rows() -> list[Row]:
+    common = {"split": "train", "subset": "first 500 images", "ckpt": CHECKPOINT.name}
+    cases = [
+        ("Predictions: score threshold", "pages/predictions.py", "score", [0.2, 0.3, 0.5]),
+        ("Predictions: NMS IoU (values seen once)", "pages/predictions.py", "nms", [0.3, 0.45, 0.6]),
+        ("Predictions: evaluation IoU", "pages/predictions.py", "eval_iou", [0.5, 0.7, 0.6]),
+        ("Predictions: max detections", "pages/predictions.py", "maxdet", [20, 50, 100]),
+    ]
+    rows = []
+    for label, page, key, values in cases:
+        ms = _move(_session(page, **common), key, values)
+        rows.append(Row(f"slider move, 500 images live: {label}", ms, "ms", GOAL_MS, "issue 8 goal"))
+    return rows
+
+
+def main() -> int:
+    if not CHECKPOINT.is_file():
+        print(f"{CHECKPOINT} is missing: `make demo-checkpoint` makes it")
+        return 1
+    with tempfile.TemporaryDirectory(prefix="detviz-bench-") as tmp:
+        demo = make_demo_dataset(Path(tmp) / "demo", seed=0)  # the default 800 + 200 images
+        os.environ["DETVIZ_DEMO_DIR"] = str(demo)
+        os.environ["DETVIZ_CACHE_DIR"] = str(Path(tmp) / "cache-app")
+        os.environ["DETVIZ_CHECKPOINT_DIR"] = str(CHECKPOINT.parent)
+        os.environ["DETVIZ_RUNS_DIR"] = str(Path(tmp) / "runs")
+        torch.set_num_threads(os.cpu_count() or 1)
+        rows = sweep_rows(demo) + page_rows()
+    ok = print_table(f"bench_live: Predictions & live mAP ({os.cpu_count()} CPU cores)", rows)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Evaluate: where a checkpoint's mAP comes from and where it goes: per-class AP and PR curves,
+confused classes, a TIDE-style error breakdown, the worst images, a metric audit and the
+threshold surface."""
+
+import math
+
+import pandas as pd
+import streamlit as st
+import torch
+
+from detviz.evaluate import (
+    ERROR_TYPES,
+    MISS,
+    class_confusion,
+    error_breakdown_flat,
+    image_error_counts,
+    metric_audit,
+    worst_images,
+)
+from detviz.figures import ap_bar_figure, confusion_figure, error_breakdown_figure, pr_curves_figure, surface_figure
+from pages import ui
+from pages.ui import detection
+
+ui.ensure_entrypoint()
+
+SURFACE_SCORES = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
+SURFACE_NMS = (0.3, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+WORST = 12
+
+
+def main() -> None:
+    st.title("Evaluate")
+    st.caption("The model's mistakes, measured: which classes it gets right, what kind of error costs the most "
+               "mAP, which images go worst, and how much the way mAP is computed changes the number.")  # fmt: skip
+    index = ui.current_index()
+    top = st.columns([2, 2, 1], vertical_alignment="bottom")
+    picked = detection.checkpoint_picker(top[0])
+    limit = detection.subset_picker(top[1])
+    ui.share_link(top[2])
+    if picked is None or index is None:
+        return
+    name, path = picked
+    detector = detection.detector_of(path, name)
+    if detector is None or not detection.fits_dataset(detector, index, name):
+        return
+    classes = list(detector.classes)
+    score, nms, max_dets, eval_iou, only = detection.threshold_sliders(classes, default_score=0.01)
+    live = detection.live_set(path, limit)
+    if live is None:
+        return
+    key = (str(path), detection._stamp(path), live.index.source, len(live.index), score, nms, max_dets, eval_iou)
+    flat = live.sweep.detections(score, nms, max_dets)
+    breakdown = _breakdown(key, flat, len(classes), eval_iou)
+    base = breakdown.base
+    chosen = only or list(range(len(classes)))
+    valid = base.ap[chosen][~torch.isnan(base.ap[chosen])]
+    m = st.columns(4)
+    m[0].metric(f"mAP@{eval_iou:g} (all-point)", f"{float(valid.mean()):.3f}" if valid.numel() else "–",
+                help=base.describe() + " Averaged over the classes shown.")  # fmt: skip
+    m[1].metric("Images", len(live.index))
+    m[2].metric("Detections", f"{flat.det_labels.numel():,}")
+    m[3].metric("Objects", f"{int(base.num_gt.sum()):,}", help="Difficult objects not counted.")
+
+    per_class, errors, worst, audit, surface = st.tabs(
+        ["Per class", "Errors", "Worst images", "Metric audit", "Threshold surface"]
+    )
+    with per_class:
+        _per_class(base, classes, chosen, flat, eval_iou)
+    with errors:
+        _errors(breakdown, classes)
+    with worst:
+        _worst(breakdown, live, flat)
+    with audit:
+        _audit(key, live, nms, max_dets)
+    with surface:
+        _surface(key, live, score, nms, max_dets, eval_iou)
+
+
+@st.cache_resource(max_entries=16, show_spinner="Sorting the mistakes…")
+def _breakdown(key: tuple, _flat, num_classes: int, eval_iou: float):
+    return error_breakdown_flat(_flat, num_classes, eval_iou, "all")
+
+
+def _per_class(base, classes, chosen, flat, eval_iou) -> None:
+    table = pd.DataFrame({
+        "class": [classes[c] for c in chosen],
+        "AP": [None if math.isnan(v) else v for v in base.ap[chosen].tolist()],
+        "objects": base.num_gt[chosen].numpy(),
+        "detections": base.num_det[chosen].numpy(),
+        "true positives": base.num_tp[chosen].numpy(),
+        "false positives": base.num_fp[chosen].numpy(),
+    })  # fmt: skip
+    left, right = st.columns([2, 3])
+    left.dataframe(table, hide_index=True, column_config={"AP": st.column_config.ProgressColumn(
+        format="%.3f", min_value=0.0, max_value=1.0)})  # fmt: skip
+    with right:
+        ui.show_figure(ap_bar_figure(base.ap[chosen], [classes[c] for c in chosen]), "ap-per-class")
+    curves = {classes[c]: base.curves[c] for c in chosen}
+    ui.show_figure(pr_curves_figure(curves, height=420, title="Precision-recall per class (hover: the score "
+                                                               "threshold of each point)"), "pr-per-class")  # fmt: skip
+    ui.show_figure(confusion_figure(class_confusion(flat, len(classes), eval_iou), classes), "confusion")
+    st.caption(f"Each detection sits in the row of the object it overlaps most (IoU above {eval_iou:g}; "
+               "'background' when none) and the column of the class it predicted; objects no detection of their "
+               "class reached are in the 'missed' column.")  # fmt: skip
+
+
+def _errors(breakdown, classes) -> None:
+    totals = breakdown.counts.sum(0)
+    ui.show_figure(error_breakdown_figure(breakdown.delta_map, totals), "error-breakdown")
+    st.caption("Classification: on an object of another class. Localisation: right class, box off (IoU between "
+               "0.1 and the threshold). Both: wrong class and off. Duplicate: its object was already found. "
+               "Background: on no object. Missed: objects nobody found. Each bar is the mAP gained if every "
+               "error of that kind were fixed (TIDE's oracle).")  # fmt: skip
+    table = pd.DataFrame(breakdown.counts.numpy(), columns=list(ERROR_TYPES))
+    table.insert(0, "class", classes)
+    st.dataframe(table, hide_index=True)
+
+
+def _worst(breakdown, live, flat) -> None:
+    worst = worst_images(breakdown, WORST)
+    if not worst:
+        st.success("No mistakes at these thresholds.")
+        return
+    counts = image_error_counts(breakdown)
+    st.caption("The images with the most false positives and missed objects. Boxes drawn: the false positives "
+               "(solid) and the missed objects (dashed). Open one to see it in Predictions at these thresholds.")  # fmt: skip
+    cols = st.columns(4)
+    for n, i in enumerate(worst):
+        record = live.index[i]
+        lo, hi = int(flat.det_start[i]), int(flat.det_start[i + 1])
+        wrong = breakdown.error[i] >= 0
+        scale = torch.tensor([record.width, record.height] * 2, dtype=torch.float64)
+        det_boxes = (flat.det_boxes[lo:hi][wrong] * scale).float()
+        missed = breakdown.missed[i]
+        boxes = torch.cat([det_boxes, record.boxes[missed]])
+        labels = torch.cat([flat.det_labels[lo:hi][wrong], record.labels[missed]])
+        dashed = torch.cat(
+            [torch.zeros(det_boxes.shape[0], dtype=torch.bool), torch.ones(int(missed.sum()), dtype=torch.bool)]
+        )
+        with cols[n % 4]:
+            thumb = ui.record_thumbnail(record, 220, boxes, labels, dashed)
+            if thumb is not None:
+                st.image(thumb)
+            fp = int(counts[i].sum() - counts[i, MISS])
+            st.page_link("pages/predictions.py", label=f"{record.image_id}: {fp} false, {int(counts[i, MISS])} missed",
+                         icon=":material/open_in_new:", query_params=_link(record.image_id))  # fmt: skip
+
+
+def _link(image_id: str) -> dict[str, str]:
+    """The Predictions link for an image: this view's checkpoint (unless uploaded), dataset and thresholds."""
+    params = {ui.IMAGE: image_id}
+    for key in (ui.CHECKPOINT, ui.DATA_KIND, ui.VOC_DIR, ui.COCO_JSON, ui.COCO_IMAGES, ui.SPLIT, ui.SCORE, ui.NMS_IOU, ui.MAX_DETS,
+                ui.EVAL_IOU, ui.SUBSET):  # fmt: skip
+        value = st.session_state.get(key)
+        if value is not None and value not in ("", detection.UPLOAD):
+            params[key] = str(value)
+    return params
+
+
+@st.cache_resource(max_entries=8, show_spinner="Scoring the detections every way…")
+def _audit_rows(key: tuple, _live, nms: float, max_dets: int):
+    return metric_audit(_live.sweep, _live.sizes, nms, max_dets)
+
+
+def _audit(key, live, nms, max_dets) -> None:
+    st.caption(f"The same model, NMS IoU {nms:g}, at most {max_dets} detections per image, scored the ways papers "
+               "and tools do. Each row says why its number differs from the first.")  # fmt: skip
+    rows = _audit_rows((*key[:4], nms, max_dets), live, nms, max_dets)
+    table = pd.DataFrame({
+        "protocol": [r.protocol for r in rows],
+        "score threshold": [r.score_threshold for r in rows],
+        "difficult objects": [r.difficult for r in rows],
+        "mAP": [r.value for r in rows],
+        "why it differs": [r.why for r in rows],
+    })  # fmt: skip
+    st.dataframe(table, hide_index=True, column_config={
+        "mAP": st.column_config.NumberColumn(format="%.3f"),
+        "why it differs": st.column_config.TextColumn(width="large"),
+    })  # fmt: skip
+
+
+@st.cache_resource(max_entries=8, show_spinner="Scoring every pair of thresholds…")
+def _surface_values(key: tuple, _live, max_dets: int, eval_iou: float):
+    return _live.sweep.surface(SURFACE_SCORES, SURFACE_NMS, max_dets, eval_iou, "11point")
+
+
+def _surface(key, live, score, nms, max_dets, eval_iou) -> None:
+    values = _surface_values((*key[:4], max_dets, eval_iou), live, max_dets, eval_iou)
+    ui.show_figure(surface_figure(values, SURFACE_SCORES, SURFACE_NMS, (score, nms)), "threshold-surface")
+    st.caption("VOC07 11-point mAP for each pair of thresholds, the other settings as above; the star marks the "
+               "best pair. A higher score threshold can only cut recall, so AP rarely gains from it.")  # fmt: skip
+
+
+main()

@@ -1,0 +1,269 @@
+"""Predictions & NMS: one image's detections under live thresholds, NMS step by step, and the
+dataset's mAP following the sliders."""
+
+import hashlib
+import json
+import math
+
+import pandas as pd
+import streamlit as st
+import torch
+
+from detviz.evaluate import STATUS_NAMES, TP, coco_results, voc_map
+from detviz.explain import clicked_anchor
+from detviz.figures import class_scores_figure, detections_figure, pr_curves_figure
+from detviz.inference import to_pixels
+from detviz.postprocess import KEPT, OVER_LIMIT, SUPPRESSED, postprocess
+from pages import ui
+from pages.ui import detection
+
+ui.ensure_entrypoint()
+
+DECISIONS = {KEPT: "kept", SUPPRESSED: "suppressed", OVER_LIMIT: "over the limit"}
+SELECTED = "_prediction_candidate"  # the candidate clicked or picked in the table (session only)
+STEP = "nmsstep"  # the NMS step shown (URL)
+
+
+def main() -> None:
+    st.title("Predictions & NMS")
+    st.caption("Move the thresholds and watch this image's detections, NMS's decisions and the dataset's mAP "
+               "change together. Green: true positive, red: false positive, orange: duplicate, pink dashes: "
+               "objects nobody found.")  # fmt: skip
+    index = ui.current_index()
+    top = st.columns([2, 3, 2, 1.3], vertical_alignment="bottom")
+    picked = detection.checkpoint_picker(top[0])
+    with top[1]:
+        picture = detection.pick_picture(index)
+    limit = detection.subset_picker(top[2])
+    ui.share_link(top[3])
+    if picked is None:
+        if not detection.shipped_checkpoints():
+            st.info("No checkpoint yet: train one on the Train page, or upload one.")
+        return
+    name, path = picked
+    detector = detection.detector_of(path, name)
+    if detector is None or picture is None:
+        return
+    scored = index is not None and detection.fits_dataset(detector, index, name)
+    classes = list(detector.classes)
+    score, nms, max_dets, eval_iou, only = detection.threshold_sliders(classes)
+
+    trace, outcome, missed, gt_keep = _detections(detector, picture, score, nms, max_dets, eval_iou, only, scored)
+    left, right = st.columns([3, 2])
+    with left:
+        step = _step_slider(trace, classes)
+        fig = detections_figure(
+            picture.image, trace, classes, gt_boxes=picture.boxes[gt_keep], gt_labels=picture.labels[gt_keep],
+            outcome=outcome if scored else None, missed=missed[gt_keep] if missed is not None else None,
+            upto=step if step < trace.status.numel() else None, selected=_selected(trace), height=600,
+        )  # fmt: skip
+        ui.show_figure(fig, "detections", on_select=_pick_from_figure, selection_mode="points")
+        _image_metrics(trace, outcome, missed, scored)
+    with right:
+        if scored:
+            _live_map(path, limit, score, nms, max_dets, eval_iou, only, classes)
+        else:
+            st.info("No live mAP: the checkpoint's classes are not the dataset's.")
+    if trace.status.numel():
+        _candidates(detector, picture, trace, outcome, classes, step)
+
+
+def _detections(detector, picture, score, nms, max_dets, eval_iou, only, scored):
+    """The image's NMS trace (pixels), each candidate's outcome (-1: not a detection), the missed
+    objects (None when not scored) and which objects are of the classes shown."""
+    logits, boxes = _raw_outputs(detector, picture)
+    (det,) = postprocess(logits, boxes, detector.anchors, score, nms, max_dets, coding=detector.coding,
+                         return_trace=True)  # fmt: skip
+    det = to_pixels(det, *picture.image.size)
+    trace = det.trace
+    if only:
+        trace = _only(trace, only)
+    kept = torch.nonzero(trace.status == KEPT).flatten()
+    outcome = torch.full_like(trace.status, -1)
+    missed = None
+    gt_keep = torch.isin(picture.labels, torch.tensor(only)) if only else torch.ones_like(picture.labels, dtype=bool)
+    if scored:
+        result = voc_map(
+            [(trace.boxes[kept], trace.scores[kept], trace.labels[kept])],
+            [(picture.boxes[gt_keep], picture.labels[gt_keep], picture.difficult[gt_keep])],
+            len(detector.classes), eval_iou, "all",
+        )  # fmt: skip
+        outcome[kept] = result.status[0]
+        missed = torch.zeros_like(gt_keep)
+        missed[gt_keep] = ~result.found[0] & ~picture.difficult[gt_keep]
+    return trace, outcome, missed, gt_keep
+
+
+def _image_metrics(trace, outcome, missed, scored) -> None:
+    kept = trace.status == KEPT
+    counts = [int((outcome[kept] == code).sum()) for code in range(len(STATUS_NAMES))]
+    m = st.columns(4)
+    m[0].metric("Detections", int(kept.sum()), help=f"Kept by NMS out of {trace.status.numel()} candidates.")
+    if scored:
+        m[1].metric("True positives", counts[TP])
+        m[2].metric("False positives", counts[1] + counts[2], help=f"{counts[2]} of them duplicates.")
+        m[3].metric("Missed objects", int(missed.sum()), help="Difficult objects are never counted as missed.")
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _outputs(detector_id: int, image_hash: str, _detector, _image):
+    return _detector.raw_outputs([_image])
+
+
+def _raw_outputs(detector, picture):
+    """The head's outputs for the picture (cached per loaded checkpoint and image content)."""
+    return _outputs(id(detector), hashlib.sha1(picture.image.tobytes()).hexdigest(), detector, picture.image)
+
+
+def _only(trace, labels: list[int]):
+    mine = torch.isin(trace.labels, torch.tensor(labels))
+    positions = torch.full_like(trace.status, -1)
+    positions[mine] = torch.arange(int(mine.sum()))
+    by = trace.suppressed_by[mine]
+    by = torch.where(by >= 0, positions[by.clamp(min=0)], -1)
+    fields = {k: v[mine] for k, v in trace.__dict__.items()}
+    return type(trace)(**(fields | {"suppressed_by": by}))
+
+
+def _selected(trace) -> int | None:
+    k = st.session_state.get(SELECTED)
+    return k if k is not None and 0 <= k < trace.status.numel() else None
+
+
+def _pick_from_figure() -> None:
+    points = st.session_state.get("detections", {}).get("selection", {}).get("points", [])
+    st.session_state[SELECTED] = clicked_anchor(points, 1 << 30)
+
+
+def _live_map(path, limit, score, nms, max_dets, eval_iou, only, classes) -> None:
+    live = detection.live_set(path, limit)
+    if live is None:
+        return
+    result = live.sweep.evaluate(score, nms, max_dets, eval_iou, "11point")
+    reference = live.sweep.evaluate(detection.LIVE_FLOOR, 0.45, 100, eval_iou, "11point")
+    chosen = only or list(range(len(classes)))
+    value, base = _mean(result.ap[chosen]), _mean(reference.ap[chosen])
+    st.metric(
+        f"Live mAP@{eval_iou:g} on {len(live.index)} images",
+        "–" if math.isnan(value) else f"{value:.3f}",
+        None if math.isnan(value) or math.isnan(base) else f"{value - base:+.3f} vs score 0.01, NMS 0.45",
+        delta_color="normal", help="VOC07 11-point AP, difficult objects ignored, averaged over the classes shown.",
+    )  # fmt: skip
+    curves = {classes[c]: result.curves[c] for c in chosen if result.num_gt[c] > 0}
+    ui.show_figure(pr_curves_figure(curves, height=360, title="Precision-recall at these thresholds"), "pr-curves")
+    st.caption(f"{int(result.num_det.sum()):,} detections, {int(result.num_tp.sum()):,} true positives, "
+               f"{int(result.num_gt.sum()):,} objects.")  # fmt: skip
+    st.download_button(
+        "Detections (COCO results json)", data=lambda: _coco_json(live, score, nms, max_dets),
+        file_name="detections.json", mime="application/json", on_click="ignore", icon=":material/download:",
+        help="These images' detections at the current thresholds, in COCO's results format (pixels).",
+    )  # fmt: skip
+
+
+def _mean(ap: torch.Tensor) -> float:
+    valid = ap[~torch.isnan(ap)]
+    return float(valid.mean()) if valid.numel() else math.nan
+
+
+def _coco_json(live, score, nms, max_dets) -> str:
+    flat = live.sweep.detections(score, nms, max_dets)
+    scale = live.sizes.double().repeat(1, 2)[flat.det_image]
+    boxes = (flat.det_boxes * scale).split(flat.det_start.diff().tolist())
+    per_image = zip(boxes, flat.det_scores.split(flat.det_start.diff().tolist()),
+                    flat.det_labels.split(flat.det_start.diff().tolist()), strict=True)  # fmt: skip
+    return json.dumps(coco_results([tuple(p) for p in per_image], live.index))
+
+
+def _step_slider(trace, classes) -> int:
+    """NMS one candidate at a time (?nmsstep=): the figure shows the first `step` decisions."""
+    m = trace.status.numel()
+    if m == 0:
+        st.info("No candidate scores above the threshold in this image.")
+        return 0
+    current = st.session_state.get(STEP)
+    start = {"value": m}
+    if current is not None and current > m:  # fewer candidates than the step asked for: the last one
+        st.session_state[STEP] = m
+        start = {}  # the value comes from the session state (passing one too makes Streamlit warn)
+    step = st.slider("NMS step by step: candidates decided, best score first", 1, max(m, 2), key=STEP,
+                     bind="query-params", disabled=m < 2, **start)  # fmt: skip
+    step = min(step, m)
+    st.markdown(_decision(trace, step - 1, classes))
+    return step
+
+
+def _candidates(detector, picture, trace, outcome, classes, step: int) -> None:
+    st.subheader("Candidates, best score first")
+    left, right = st.columns([3, 2])
+    with left:
+        table = pd.DataFrame({
+            "class": [classes[int(c)] for c in trace.labels],
+            "score": trace.scores.double().numpy(),
+            "decision": [DECISIONS[int(s)] for s in trace.status],
+            "by": [int(b) if b >= 0 else None for b in trace.suppressed_by],
+            "IoU": [float(v) if b >= 0 else None for v, b in zip(trace.suppression_iou, trace.suppressed_by,
+                                                                 strict=True)],
+            "outcome": [STATUS_NAMES[int(o)] if o >= 0 else "" for o in outcome],
+            "anchor": trace.anchor.numpy(),
+        })  # fmt: skip
+        table.index.name = "candidate"
+        st.dataframe(table.iloc[:step], height=400, on_select=_pick_from_table, selection_mode="single-row",
+                     key="candidates", column_config={"score": st.column_config.NumberColumn(format="%.3f"),
+                                                      "IoU": st.column_config.NumberColumn(format="%.2f")})  # fmt: skip
+    with right:
+        selected = _selected(trace)
+        if selected is not None:
+            _candidate_details(detector, picture, trace, selected, classes)
+        else:
+            st.caption("Click a box's centre marker, or a row of the table, to see where the detection came from: "
+                       "its anchor, the raw activations, the decoded box and its score for every class.")  # fmt: skip
+
+
+def _decision(trace, k: int, classes) -> str:
+    """One sentence on what NMS did with candidate k."""
+    name = f"**candidate {k}** ({classes[int(trace.labels[k])]} {float(trace.scores[k]):.3f})"
+    status = int(trace.status[k])
+    if status == SUPPRESSED:
+        by = int(trace.suppressed_by[k])
+        return (f"{name} overlaps candidate {by} ({float(trace.scores[by]):.3f}), already kept, by IoU "
+                f"{float(trace.suppression_iou[k]):.2f}, above the NMS threshold: **suppressed**.")  # fmt: skip
+    same = (trace.labels[:k] == trace.labels[k]) & (trace.status[:k] != SUPPRESSED)
+    why = "no better box of its class overlaps it enough" if bool(same.any()) else "no better box of its class"
+    if status == OVER_LIMIT:
+        return f"{name}: NMS keeps it ({why}), but it is beyond the max-detections limit: **dropped**."
+    return f"{name}: {why}: **kept**."
+
+
+def _pick_from_table() -> None:
+    rows = st.session_state.get("candidates", {}).get("selection", {}).get("rows", [])
+    st.session_state[SELECTED] = int(rows[0]) if rows else None
+
+
+def _candidate_details(detector, picture, trace, k: int, classes) -> None:
+    logits, activations = _raw_outputs(detector, picture)
+    a = int(trace.anchor[k])
+    anchors = detector.anchors
+    level = int(anchors.level[a])
+    w, h = picture.image.size
+    scale = torch.tensor([w, h, w, h])
+    by = int(trace.suppressed_by[k])
+    nms = DECISIONS[int(trace.status[k])] + (f" by candidate {by} (IoU {float(trace.suppression_iou[k]):.2f})"
+                                             if by >= 0 else "")  # fmt: skip
+    st.markdown(f"#### Candidate {k}: {classes[int(trace.labels[k])]} {float(trace.scores[k]):.3f}, from anchor {a}")
+    st.markdown(
+        f"- anchor {a}: level {level} ({anchors.grids[level]}x{anchors.grids[level]} grid), row "
+        f"{int(anchors.row[a])}, column {int(anchors.col[a])}, shape {int(anchors.shape_index[a])}\n"
+        f"- anchor box: {_box(anchors.boxes[a].cpu() * scale)} px\n"
+        f"- raw box activations (x, y, w, h): {', '.join(f'{v:+.3f}' for v in activations[0, a].tolist())}\n"
+        f"- decoded box ({detector.coding} coding): {_box(trace.boxes[k])} px\n"
+        f"- NMS: {nms}"
+    )
+    scores = torch.sigmoid(logits[0, a, : len(classes)])
+    st.plotly_chart(class_scores_figure(scores, classes, int(trace.labels[k])), key="class-scores")
+
+
+def _box(box: torch.Tensor) -> str:
+    return "(" + ", ".join(f"{v:.1f}" for v in box.tolist()) + ")"
+
+
+main()

@@ -1,0 +1,8 @@
+"""train (being written)."""
+
+import streamlit as st
+
+from pages import ui
+
+ui.ensure_entrypoint()
+st.title("train")

@@ -1,0 +1,224 @@
+"""AppTest of the tuning pages (Predictions & NMS, Evaluate): every widget path and each bad
+input of issue 8 (the Train page has its own file)."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import pytest
+import torch
+from conftest import run_app, texts
+
+from detviz.anchors import PRESETS
+from detviz.data import DEMO_CLASS_NAMES, VOC_CLASSES
+from detviz.models import ModelConfig, build_model, checkpoint_payload
+from detviz.train import RunFolder, TrainConfig
+
+PREDICTIONS, EVALUATE = "pages/predictions.py", "pages/evaluate.py"
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = "demo_focal.pt"
+LIVE = "Live mAP@"
+
+
+def _metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def _live(at) -> tuple[str, str]:
+    (label,) = [m.label for m in at.metric if m.label.startswith(LIVE)]
+    return label, _metrics(at)[label]
+
+
+def _checkpoint(path: Path, classes=DEMO_CLASS_NAMES, class_bias: float = 2.0) -> Path:
+    """An untrained SSD whose class bias makes every anchor a confident candidate (scores ~0.88):
+    plenty of boxes for NMS to work on, some of them on objects."""
+    config = ModelConfig(class_names=tuple(classes), image_size=96, anchors=PRESETS["lesson_multiscale"].to_dict(),
+                         head_channels=32, class_bias=class_bias)  # fmt: skip
+    torch.manual_seed(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint_payload(build_model(config), config), path)
+    return path
+
+
+@pytest.fixture
+def shipped(data_root: Path) -> Path:
+    """The real shipped checkpoint (trained on the demo set, so it finds the demo objects)."""
+    target = data_root / "checkpoints" / SHIPPED
+    target.parent.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "checkpoints" / SHIPPED, target)
+    return target
+
+
+def test_predictions_without_any_checkpoint_says_how_to_get_one(data_root: Path) -> None:
+    at = run_app(PREDICTIONS)
+    assert any("No checkpoint yet" in t for t in texts(at.info))
+    assert at.selectbox(key="ckpt").options == ["upload a checkpoint…"]
+
+
+def test_predictions_sliders_move_detections_and_the_live_map(shipped: Path) -> None:
+    at = run_app(PREDICTIONS, split="val")
+    assert not at.error
+    before = _metrics(at)
+    label, value = _live(at)
+    assert label == "Live mAP@0.5 on 8 images" and float(value) >= 0
+    assert int(before["Detections"]) > 0 and "True positives" in before and "Missed objects" in before
+    assert any(t.startswith("**candidate") for t in texts(at.markdown))  # the NMS step sentence
+
+    at.slider(key="nms").set_value(1.0).run()  # no suppression at all
+    assert int(_metrics(at)["Detections"]) > int(before["Detections"])
+    assert _live(at)[1] != value  # the dataset's mAP followed the slider
+    at.slider(key="maxdet").set_value(3).run()
+    assert int(_metrics(at)["Detections"]) == 3
+    at.slider(key="eval_iou").set_value(0.9).run()
+    assert _live(at)[0] == "Live mAP@0.9 on 8 images"
+    at.slider(key="score").set_value(0.99).run()  # above every score: nothing left, nothing breaks
+    assert _metrics(at)["Detections"] == "0" and any("No candidate" in t for t in texts(at.info))
+
+
+def test_predictions_class_filter_and_nms_steps(shipped: Path) -> None:
+    best = run_app(PREDICTIONS, split="val", nms="0.3").dataframe[0].value["class"].iloc[0]
+    at = run_app(PREDICTIONS, split="val", only=best, nms="0.3")
+    table = at.dataframe[0].value
+    assert set(table["class"]) == {best}
+    assert {"kept", "suppressed"} <= set(table["decision"])
+    suppressed = table[table["decision"] == "suppressed"].iloc[0]
+    assert table.loc[int(suppressed["by"]), "decision"] == "kept" and suppressed["IoU"] > 0.3
+
+    at.slider(key="nmsstep").set_value(1).run()
+    assert len(at.dataframe[0].value) == 1
+    assert any(t.startswith(f"**candidate 0** ({best}") and t.endswith("**kept**.") for t in texts(at.markdown))
+    step = int(suppressed.name) + 1
+    at.slider(key="nmsstep").set_value(step).run()
+    assert any(f"**candidate {step - 1}**" in t and "**suppressed**" in t for t in texts(at.markdown))
+
+
+def test_predictions_candidate_details(shipped: Path) -> None:
+    at = run_app(PREDICTIONS, split="val")
+    at.session_state["_prediction_candidate"] = 0
+    at.run()
+    heading = [t for t in texts(at.markdown) if t.startswith("#### Candidate 0:")]
+    assert heading and "from anchor" in heading[0]
+    details = "\n".join(texts(at.markdown))
+    assert "raw box activations (x, y, w, h)" in details and "decoded box (tanh coding)" in details
+    assert "anchor box" in details and "NMS: kept" in details
+
+
+def test_predictions_checkpoint_of_a_training_run(data_root: Path) -> None:
+    run = RunFolder.create(data_root / "runs", TrainConfig(), "my-run")
+    _checkpoint(run.checkpoint("best"))
+    at = run_app(PREDICTIONS, ckpt="run:my-run", split="val")
+    assert at.selectbox(key="ckpt").value == "run:my-run" and not at.error
+    assert _live(at)[0].startswith(LIVE)
+
+
+def test_predictions_checkpoint_with_other_classes(data_root: Path) -> None:
+    _checkpoint(data_root / "checkpoints" / "voc.pt", VOC_CLASSES)
+    at = run_app(PREDICTIONS)
+    assert any("voc.pt was trained on other classes" in e for e in texts(at.error))
+    assert any("No live mAP" in t for t in texts(at.info))
+    assert "True positives" not in _metrics(at) and int(_metrics(at)["Detections"]) > 0  # still drawn
+
+
+def test_predictions_broken_and_uploaded_checkpoints(data_root: Path, tmp_path: Path) -> None:
+    (data_root / "checkpoints").mkdir()
+    (data_root / "checkpoints" / "broken.pt").write_bytes(b"\x00" * 100)
+    at = run_app(PREDICTIONS)
+    assert any("broken.pt: not a PyTorch checkpoint" in e for e in texts(at.error))
+
+    at.selectbox(key="ckpt").set_value("upload a checkpoint…").run()
+    assert any("Choose a .pt file" in t for t in texts(at.info))
+    at.file_uploader[0].set_value(("notes.pt", b"hello", "application/octet-stream")).run()
+    assert any(e.startswith("notes.pt: not a PyTorch checkpoint") for e in texts(at.error))
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "detviz-checkpoint", "payload": Evil()}, evil, pickle_module=pickle)
+    at.file_uploader[0].set_value(("evil.pt", evil.read_bytes(), "application/octet-stream")).run()
+    assert any(e.startswith("evil.pt: refused to load") for e in texts(at.error))
+    assert not marker.exists()  # nothing ran
+
+    good = _checkpoint(tmp_path / "mine.pt")
+    at.file_uploader[0].set_value(("mine.pt", good.read_bytes(), "application/octet-stream")).run()
+    assert not at.error and int(_metrics(at)["Detections"]) > 0
+
+
+def test_predictions_bad_link_falls_back_with_a_notice(shipped: Path) -> None:
+    at = run_app(PREDICTIONS, score="5", ckpt="gone.pt")
+    warning = " ".join(texts(at.warning))
+    assert "score=5" in warning and "ckpt=gone.pt" in warning
+    assert at.slider(key="score").value == 0.25 and at.selectbox(key="ckpt").value == SHIPPED
+
+
+def test_predictions_unreadable_image_counts_as_no_detections(shipped: Path, demo_root: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "demo-copy"
+    shutil.copytree(demo_root, copy)
+    first_val = (copy / "ImageSets" / "Main" / "val.txt").read_text().split()[1]
+    (copy / "JPEGImages" / f"{first_val}.jpg").write_bytes(b"not a jpeg")
+    at = run_app(PREDICTIONS, data="voc", voc=str(copy), split="val")
+    assert not at.exception
+    assert any("could not be read" in w and first_val in w for w in texts(at.warning))
+    assert _live(at)[0] == "Live mAP@0.5 on 8 images"
+
+
+def test_evaluate_every_tab(shipped: Path) -> None:
+    at = run_app(EVALUATE, split="val")
+    assert not at.error
+    m = _metrics(at)
+    assert m["Images"] == "8" and float(m["mAP@0.5 (all-point)"]) >= 0
+    assert [t.label for t in at.tabs] == ["Per class", "Errors", "Worst images", "Metric audit", "Threshold surface"]
+    per_class = at.dataframe[0].value
+    assert list(per_class["class"]) == list(DEMO_CLASS_NAMES)
+    audit = at.dataframe[2].value
+    assert len(audit) == 8 and audit["protocol"].iloc[0] == "VOC07 11-point"
+    assert audit["mAP"].iloc[6] <= audit["mAP"].iloc[5]  # COCO's strict IoUs never raise AP
+    links = [e for e in at.get("page_link")]
+    assert links, "the worst images open in Predictions"
+    at.multiselect(key="only").set_value(["disc", "ring"]).run()
+    assert list(at.dataframe[0].value["class"]) == ["disc", "ring"]
+    at.slider(key="nms").set_value(0.8).run()
+    assert not at.exception
+
+
+def test_evaluate_needs_a_fitting_checkpoint(data_root: Path) -> None:
+    _checkpoint(data_root / "checkpoints" / "voc.pt", VOC_CLASSES)
+    at = run_app(EVALUATE)
+    assert any("voc.pt was trained on other classes" in e for e in texts(at.error))
+    assert not at.tabs
+
+
+def test_worst_image_link_opens_it_in_predictions(shipped: Path) -> None:
+    at = run_app(EVALUATE, split="val")
+    link = at.get("page_link")[0]
+    params = dict(parse_qsl(link.proto.query_string))
+    assert params["ckpt"] == SHIPPED and params["split"] == "val" and "image" in params
+    image = params["image"]
+    at = run_app(PREDICTIONS, **params)
+    assert at.selectbox(key="image").value == image and not at.warning
+
+
+def test_images_in_a_link_are_checked_against_the_dataset(shipped: Path) -> None:
+    at = run_app(PREDICTIONS, image="no-such-image")
+    assert any("image=no-such-image" in w for w in texts(at.warning))
+
+
+def test_figures_offer_html_export(shipped: Path) -> None:
+    at = run_app(PREDICTIONS, split="val")
+    buttons = [b for b in at.get("download_button")]
+    assert len(buttons) >= 3  # detections, PR curve, COCO results
+
+
+def test_a_missing_image_file_is_an_error_not_a_crash(shipped: Path, demo_root: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "demo-gone"
+    shutil.copytree(demo_root, copy)
+    image_id = (copy / "ImageSets" / "Main" / "train.txt").read_text().split()[0]
+    (copy / "JPEGImages" / f"{image_id}.jpg").unlink()
+    at = run_app(PREDICTIONS, data="voc", voc=str(copy), image=image_id)
+    assert any(image_id in e for e in texts(at.error)) or any(image_id in w for w in texts(at.warning))
