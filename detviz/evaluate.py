@@ -749,12 +749,21 @@ def image_error_counts(breakdown: ErrorBreakdown) -> Tensor:
     return torch.stack(rows) if rows else torch.zeros(0, len(ERROR_TYPES), dtype=torch.int64)
 
 
-def worst_images(breakdown: ErrorBreakdown, k: int = 12) -> list[int]:
-    """Up to k images with the most mistakes (false positives + missed objects), worst first;
-    ties go to the lower index. Images without a mistake are left out."""
-    total = image_error_counts(breakdown).sum(1)
+def worst_images(breakdown: ErrorBreakdown, scores: Sequence[Tensor], k: int = 12) -> list[int]:
+    """Up to k images with the most weighty mistakes, worst first: each missed object counts 1,
+    each false positive its score (at an evaluation threshold like 0.01, a hundred barely
+    believed boxes should not outrank one confident mistake). Ties go to the lower index;
+    images without a mistake are left out.
+
+    scores: per image, (N_i,) the detections' scores, as in the evaluation.
+    """
+    weights = [
+        float(missed.sum()) + float(s[error >= 0].sum())
+        for error, missed, s in zip(breakdown.error, breakdown.missed, scores, strict=True)
+    ]
+    total = torch.tensor(weights, dtype=torch.float64)
     order = torch.argsort(-total, stable=True)
-    return [int(i) for i in order[:k] if int(total[i]) > 0]
+    return [int(i) for i in order[:k] if float(total[i]) > 0]
 
 
 def class_confusion(flat: Flat, num_classes: int, iou_threshold: float = 0.5) -> Tensor:

@@ -26,6 +26,7 @@ ui.ensure_entrypoint()
 SURFACE_SCORES = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
 SURFACE_NMS = (0.3, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 WORST = 12
+SHOWN_SCORE = 0.25  # false positives drawn on the worst images' thumbnails
 
 
 def main() -> None:
@@ -117,18 +118,20 @@ def _errors(breakdown, classes) -> None:
 
 
 def _worst(breakdown, live, flat) -> None:
-    worst = worst_images(breakdown, WORST)
+    scores = list(flat.det_scores.split(flat.det_start.diff().tolist()))
+    worst = worst_images(breakdown, scores, WORST)
     if not worst:
         st.success("No mistakes at these thresholds.")
         return
     counts = image_error_counts(breakdown)
-    st.caption("The images with the most false positives and missed objects. Boxes drawn: the false positives "
-               "(solid) and the missed objects (dashed). Open one to see it in Predictions at these thresholds.")  # fmt: skip
+    st.caption(f"The images with the weightiest mistakes: each missed object counts 1, each false positive its "
+               f"score. Drawn: false positives scoring above {SHOWN_SCORE:g} (solid) and missed objects (dashed). "
+               "Open one to see it in Predictions at these thresholds.")  # fmt: skip
     cols = st.columns(4)
     for n, i in enumerate(worst):
         record = live.index[i]
         lo, hi = int(flat.det_start[i]), int(flat.det_start[i + 1])
-        wrong = breakdown.error[i] >= 0
+        wrong = (breakdown.error[i] >= 0) & (flat.det_scores[lo:hi] > SHOWN_SCORE)
         scale = torch.tensor([record.width, record.height] * 2, dtype=torch.float64)
         det_boxes = (flat.det_boxes[lo:hi][wrong] * scale).float()
         missed = breakdown.missed[i]
@@ -141,8 +144,9 @@ def _worst(breakdown, live, flat) -> None:
             thumb = ui.record_thumbnail(record, 220, boxes, labels, dashed)
             if thumb is not None:
                 st.image(thumb)
-            fp = int(counts[i].sum() - counts[i, MISS])
-            st.page_link("pages/predictions.py", label=f"{record.image_id}: {fp} false, {int(counts[i, MISS])} missed",
+            fp = int(wrong.sum())
+            st.page_link("pages/predictions.py", label=f"{record.image_id}: {fp} false above {SHOWN_SCORE:g}, "
+                                                       f"{int(counts[i, MISS])} missed",
                          icon=":material/open_in_new:", query_params=_link(record.image_id))  # fmt: skip
 
 
@@ -173,10 +177,9 @@ def _audit(key, live, nms, max_dets) -> None:
         "mAP": [r.value for r in rows],
         "why it differs": [r.why for r in rows],
     })  # fmt: skip
-    st.dataframe(table, hide_index=True, column_config={
-        "mAP": st.column_config.NumberColumn(format="%.3f"),
-        "why it differs": st.column_config.TextColumn(width="large"),
-    })  # fmt: skip
+    table["mAP"] = table["mAP"].map("{:.3f}".format)
+    table["score threshold"] = table["score threshold"].map("{:g}".format)
+    st.table(table, hide_index=True)  # a table, not a grid: the sentences wrap
 
 
 @st.cache_resource(max_entries=8, show_spinner="Scoring every pair of thresholds…")

@@ -200,9 +200,8 @@ def _candidates(detector, picture, trace, outcome, classes, step: int) -> None:
             "class": [classes[int(c)] for c in trace.labels],
             "score": trace.scores.double().numpy(),
             "decision": [DECISIONS[int(s)] for s in trace.status],
-            "by": [int(b) if b >= 0 else None for b in trace.suppressed_by],
-            "IoU": [float(v) if b >= 0 else None for v, b in zip(trace.suppression_iou, trace.suppressed_by,
-                                                                 strict=True)],
+            "by": pd.array([int(b) if b >= 0 else None for b in trace.suppressed_by], dtype="Int64"),
+            "IoU": torch.where(trace.suppressed_by >= 0, trace.suppression_iou, float("nan")).double().numpy(),
             "outcome": [STATUS_NAMES[int(o)] if o >= 0 else "" for o in outcome],
             "anchor": trace.anchor.numpy(),
         })  # fmt: skip

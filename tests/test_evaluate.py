@@ -440,12 +440,14 @@ def test_worst_images_rank_by_mistakes() -> None:
     good = (det(BOX, [0.9], [0]), gt(BOX, [0]))
     one_miss = (det(torch.zeros(0, 4), [], []), gt(BOX, [0]))
     two_fp = (det([[100.0, 100, 140, 140], [0.0, 0, 10, 10]], [0.9, 0.8], [0, 0]), gt(torch.zeros(0, 4), []))
-    dets, gts = zip(good, one_miss, two_fp, strict=True)
+    faint = (det([[100.0, 100, 140, 140], [0.0, 0, 10, 10]], [0.02, 0.01], [0, 0]), gt(torch.zeros(0, 4), []))
+    dets, gts = zip(good, one_miss, two_fp, faint, strict=True)
     eb = error_breakdown(list(dets), list(gts), 1)
     counts = image_error_counts(eb)
-    assert counts[0].sum() == 0 and counts[1, MISS] == 1 and counts[2, BKG] == 2
-    assert worst_images(eb) == [2, 1]
-    assert worst_images(eb, 1) == [2]
+    assert counts[0].sum() == 0 and counts[1, MISS] == 1 and counts[2, BKG] == 2 and counts[3, BKG] == 2
+    scores = [torch.as_tensor(d[1]) for d in dets]
+    assert worst_images(eb, scores) == [2, 1, 3]  # 1.7, then a missed object (1), then two faint boxes
+    assert worst_images(eb, scores, 1) == [2]
 
 
 def test_flat_forms_equal_the_list_forms() -> None:
