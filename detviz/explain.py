@@ -114,7 +114,8 @@ def clicked_anchor(points: Sequence[Any] | None, num_anchors: int) -> int | None
 
     Args:
         points: `selection.points` of a Streamlit plotly event (dicts); customdata may be a
-            number or a list whose first item is one.
+            number, a list whose first item is one, or (a row of a 2-D numpy customdata, sent
+            as a typed array) a dict whose key "0" holds one.
         num_anchors: A; indices outside [0, A) are ignored.
 
     Returns:
@@ -125,6 +126,8 @@ def clicked_anchor(points: Sequence[Any] | None, num_anchors: int) -> int | None
         if not isinstance(point, dict):
             continue
         data = point.get("customdata")
+        if isinstance(data, dict):  # a row of a 2-D numpy customdata comes back as {"0": ..., "1": ...}
+            data = data.get("0")
         if isinstance(data, (list, tuple)):
             data = data[0] if data else None
         if isinstance(data, bool) or not isinstance(data, Real):

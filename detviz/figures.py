@@ -604,6 +604,7 @@ def matching_figure(
         ]  # fmt: skip
     for indices, color, name, width, opacity in groups:
         add_rectangles(fig, anchors.boxes[indices] * scale, color, name, width=width, opacity=opacity)
+    add_boxes(fig, gt_boxes, gt_labels, class_names)  # under the markers: their hover areas must not catch clicks
     # clickable centre markers, one trace per colour (a per-point colour list is slow to validate),
     # at most MAX_ANCHOR_MARKERS, the best-overlapping first
     everything = torch.cat([g[0] for g in groups]) if groups else torch.zeros(0, dtype=torch.int64)
@@ -614,7 +615,6 @@ def matching_figure(
     for indices, color, _, _, _ in groups:
         indices = indices[match.argmax_iou[indices] >= cut]
         add_anchor_points(fig, anchors, indices, w, h, color, match.argmax_iou[indices])
-    add_boxes(fig, gt_boxes, gt_labels, class_names)
     if selected is not None:
         add_rectangles(fig, anchors.boxes[selected : selected + 1] * scale, "#e53e3e", f"anchor {selected}", width=4)
     fig.update_layout(

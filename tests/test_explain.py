@@ -86,6 +86,8 @@ def test_anchor_out_of_range_is_refused(anchor: int) -> None:
     [
         ([{"customdata": 13}], 13),
         ([{"customdata": [7]}], 7),
+        ([{"customdata": {"0": 9, "1": 2, "2": 4}}], 9),  # what the browser sends for numpy customdata rows
+        ([{"customdata": {"1": 9}}], None),
         ([{"customdata": 7.0}], 7),
         ([{"x": 1.0, "y": 2.0}], None),  # a click on the image or a box: no anchor
         ([{"customdata": "13"}], None),  # text customdata of a hover trace
