@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere: `python benchmar
 
 import torch  # noqa: E402
 
-from benchmarks.common import Row, print_table  # noqa: E402
+from benchmarks.common import Row, app_session, median_move_ms, print_table  # noqa: E402
 from detviz.data import load_image, make_demo_dataset, read_voc  # noqa: E402
 from detviz.evaluate import ThresholdSweep  # noqa: E402
 from detviz.inference import Detector  # noqa: E402
@@ -69,29 +69,6 @@ def sweep_rows(demo: Path) -> list[Row]:
     ]  # fmt: skip
 
 
-def _session(page: str, **params: str):
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
-    at.query_params.update(params)
-    at.switch_page(page)
-    at.run()
-    at.run()  # caches warm: the model, its outputs over the images, the picture
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _move(at, key: str, values: list) -> float:
-    times = []
-    for k in range(MOVES):
-        at.slider(key=key).set_value(values[k % len(values)])
-        start = time.perf_counter()
-        at.run()
-        times.append((time.perf_counter() - start) * 1000)
-        assert not at.exception, [e.value for e in at.exception]
-    return statistics.median(times)
-
-
 def page_rows() -> list[Row]:
     common = {"split": "train", "subset": "first 500 images", "ckpt": CHECKPOINT.name}
     cases = [
@@ -102,7 +79,7 @@ def page_rows() -> list[Row]:
     ]
     rows = []
     for label, page, key, values in cases:
-        ms = _move(_session(page, **common), key, values)
+        ms = median_move_ms(app_session(ROOT, page, **common), key, values, MOVES)
         rows.append(Row(f"slider move, 500 images live: {label}", ms, "ms", GOAL_MS, "issue 8 goal"))
     return rows
 

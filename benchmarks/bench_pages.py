@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -19,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: `python benchmarks/bench_pages.py`
 
 from benchmarks.bench_data import build_large_voc  # noqa: E402
-from benchmarks.common import Row, print_table  # noqa: E402
+from benchmarks.common import Row, app_session, median_move_ms, print_table  # noqa: E402
 from detviz.anchors import PRESETS  # noqa: E402
 from detviz.coverage import anchor_coverage  # noqa: E402
 from detviz.data import make_demo_dataset, read_voc  # noqa: E402
@@ -38,30 +37,6 @@ def coverage_rows(work: Path) -> list[Row]:
     objects = coverage.best_iou.numel()
     name = f"coverage, 5,000 images ({objects:,} objects) x 8,732 ssd300 anchors"
     return [Row(name, min(times), "s", 5.0, "issue 7 goal")]
-
-
-def _session(page: str, **params: str):
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
-    at.query_params.update(params)
-    at.switch_page(page)
-    at.run()
-    at.run()  # caches warm: the anchors, coverage, model and image are what a user already has
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _move(at, key: str, values: list) -> float:
-    """Median ms of the script run after each slider move."""
-    times = []
-    for k in range(MOVES):
-        at.slider(key=key).set_value(values[k % len(values)])
-        start = time.perf_counter()
-        at.run()
-        times.append((time.perf_counter() - start) * 1000)
-        assert not at.exception, [e.value for e in at.exception]
-    return statistics.median(times)
 
 
 def slider_rows(work: Path) -> list[Row]:
@@ -93,7 +68,7 @@ def slider_rows(work: Path) -> list[Row]:
         ]  # fmt: skip
     rows = []
     for label, page, params, key, values in cases:
-        ms = _move(_session(page, **params), key, values)
+        ms = median_move_ms(app_session(ROOT, page, **params), key, values, MOVES)
         rows.append(Row(f"slider move: {label}", ms, "ms", GOAL_MS, "issue 7 goal"))
     if not checkpoints:
         print("no checkpoints/*.pt: the rows on a trained model are left out")

@@ -57,3 +57,31 @@ def print_table(title: str, rows: list[Row]) -> bool:
     ok = all(r.met for r in rows)
     print(f"\n{'all goals met' if ok else 'SOME GOALS MISSED'}")
     return ok
+
+
+def app_session(root, page: str, **params: str):
+    """An AppTest of root/app.py opened on `page` with the query parameters, run twice so its
+    caches are warm (what a user who is already looking at the page has)."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(root / "app.py"), default_timeout=600)
+    at.query_params.update(params)
+    at.switch_page(page)
+    at.run()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def median_move_ms(at, key: str, values: list, moves: int = 6) -> float:
+    """Median ms of the script run that follows each move of the slider `key` through `values`."""
+    import statistics
+
+    times = []
+    for k in range(moves):
+        at.slider(key=key).set_value(values[k % len(values)])
+        start = time.perf_counter()
+        at.run()
+        times.append((time.perf_counter() - start) * 1000)
+        assert not at.exception, [e.value for e in at.exception]
+    return statistics.median(times)

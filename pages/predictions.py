@@ -145,7 +145,7 @@ def _live_map(path, limit, score, nms, max_dets, eval_iou, only, classes) -> Non
     value, base = _mean(result.ap[chosen]), _mean(reference.ap[chosen])
     st.metric(
         f"Live mAP@{eval_iou:g} on {len(live.index)} images",
-        "–" if math.isnan(value) else f"{value:.3f}",
+        _map_text(value),
         None if math.isnan(value) or math.isnan(base) else f"{value - base:+.3f} vs score 0.01, NMS 0.45",
         delta_color="normal", help="VOC07 11-point AP, difficult objects ignored, averaged over the classes shown.",
     )  # fmt: skip
@@ -158,6 +158,13 @@ def _live_map(path, limit, score, nms, max_dets, eval_iou, only, classes) -> Non
         file_name="detections.json", mime="application/json", on_click="ignore", icon=":material/download:",
         help="These images' detections at the current thresholds, in COCO's results format (pixels).",
     )  # fmt: skip
+
+
+def _map_text(value: float) -> str:
+    """mAP with 3 decimals; a barely trained model's tiny one with 2 significant digits (not 0.000)."""
+    if math.isnan(value):
+        return "–"
+    return f"{value:.3f}" if value >= 0.01 or value == 0 else f"{value:.2g}"
 
 
 def _mean(ap: torch.Tensor) -> float:

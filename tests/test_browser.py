@@ -54,6 +54,7 @@ def server(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "DETVIZ_DEMO_DIR": str(demo_root),
         "DETVIZ_DATA_ROOTS": str(demo_root.parent),
         "DETVIZ_CACHE_DIR": str(logs / "cache"),
+        "DETVIZ_RUNS_DIR": str(logs / "runs"),
     }
     with open(logs / "streamlit.log", "w") as log:
         proc = subprocess.Popen(
@@ -245,3 +246,38 @@ def test_teaching_pages_and_clicking_an_anchor(page, server: str, shots: Path) -
     expect(page.locator(".js-plotly-plot")).to_have_count(5, timeout=WAIT_MS)
     _no_exception(page)
     page.screenshot(path=str(shots / "08-losses.png"), full_page=True)
+
+
+def test_train_a_run_then_open_it_and_move_nms(page, server: str, shots: Path) -> None:
+    """Issue 8's path: launch a tiny CPU run from the Train page, watch it finish, open its best
+    checkpoint in Predictions, move the NMS slider and see the live mAP change."""
+    tiny = "train_epochs=2&train_size=64&train_batch=4&train_lr=0.002&train_augment=false&train_name=browser-run"
+    page.goto(f"{server}/train?{tiny}")
+    page.get_by_role("heading", name="Train").wait_for(timeout=WAIT_MS)
+    _settled(page)
+    _no_exception(page)
+    page.screenshot(path=str(shots / "10-train-form.png"), full_page=True)
+    page.get_by_role("button", name="Launch").click()
+    link = page.get_by_role("link", name=re.compile("best checkpoint in Predictions"))
+    link.wait_for(timeout=300_000)  # the run's own process: start, 2 epochs, validation
+    expect(page.get_by_text("finished").first).to_be_visible(timeout=WAIT_MS)
+    _no_exception(page)
+    page.screenshot(path=str(shots / "11-train-finished.png"), full_page=True)
+
+    link.click()
+    page.get_by_role("heading", name="Predictions & NMS").wait_for(timeout=WAIT_MS)
+    assert "ckpt=run%3Abrowser-run" in page.url or "ckpt=run:browser-run" in page.url
+    live = page.locator('[data-testid="stMetric"]').filter(has_text="Live mAP@")
+    live.wait_for(timeout=WAIT_MS)
+    _settled(page)
+    before = live.locator('[data-testid="stMetricValue"]').inner_text()
+    page.screenshot(path=str(shots / "12-predictions-before.png"), full_page=True)
+
+    thumb = page.locator('[data-testid="stSlider"]').filter(has_text="NMS IoU").get_by_role("slider")
+    thumb.focus()
+    page.keyboard.press("End")  # NMS IoU 1: nothing is suppressed
+    expect(live.locator('[data-testid="stMetricValue"]')).not_to_have_text(before, timeout=WAIT_MS)
+    _settled(page)
+    assert "nms=1" in page.url
+    _no_exception(page)
+    page.screenshot(path=str(shots / "13-predictions-after.png"), full_page=True)
