@@ -3,6 +3,7 @@
 python -m detviz.train --data demo --epochs 30                 a new run in runs/<name>
 python -m detviz.train --resume runs/<name>                    continue a stopped run
 python -m detviz.train --find-lr --data demo                   only the learning-rate finder
+python -m detviz.train --run-dir runs/<name> [--find-lr]       start a run the app queued (launch())
 torchrun --nproc_per_node=8 -m detviz.train --device cuda ...  one process per GPU
 """
 
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import signal
 import sys
+import time
 from typing import NoReturn
 
 from tqdm import tqdm
@@ -29,7 +33,7 @@ from detviz.train.engine import (
     resolve_device,
     start_processes,
 )
-from detviz.train.runs import RunFolder
+from detviz.train.runs import LIVE_STATES, RunFolder
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -49,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-dir", metavar="RUN", help="start the queued run prepared in this folder (the app's launcher)"
     )
     runs.add_argument(
-        "--find-lr", action="store_true", help="run the learning-rate finder only and print its suggestion"
+        "--find-lr",
+        action="store_true",
+        help="run the learning-rate finder only and print its suggestion (with --run-dir: also write "
+        "lr_find.json and the suggestion to that run folder, then mark it finished)",
     )
     settings = parser.add_argument_group("settings")
     for f in dataclasses.fields(TrainConfig):
@@ -120,8 +127,45 @@ class TqdmCallback(Callback):
         tqdm.write(f"epoch {p.epoch + 1}/{p.epochs}  {shown}")
 
 
+def _find_lr_job(run: RunFolder, config: TrainConfig) -> int:
+    """Runs only the learning-rate finder in a queued run folder: status running, then
+    lr_find.json and the suggestion in status.json, then finished (or failed / cancelled)."""
+    run.write_status(state="running", pid=os.getpid(), started=time.time(), error="")
+    run.log("learning-rate finder: ramping the rate batch by batch")
+
+    def stop(*_: object) -> NoReturn:
+        raise Cancelled
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        result = find_lr(prepare(config), run)
+    except Cancelled:
+        run.write_status(state="cancelled", finished=time.time())
+        run.log("cancelled")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    run.write_status(state="finished", finished=time.time(), progress=1.0, suggestion=result["suggestion"])
+    run.log("finished")
+    print(f"suggested learning rate: {result['suggestion']:.3g} (steepest fall at {result['steepest']:.3g})")
+    return 0
+
+
+def _mark_failed(run: RunFolder | None, message: str) -> None:
+    """A run folder whose process stops on an error before (or without) the engine saying so
+    is marked failed with the message, so a page shows why at once. Only a folder this process
+    was started for (its pid, or none yet): another process's running run is left alone."""
+    if run is None or not run.exists():
+        return
+    status = run.read_status()
+    if status.get("state") in LIVE_STATES and status.get("pid") in (None, os.getpid()):
+        run.write_status(state="failed", error=message, finished=time.time())
+        run.log(f"failed: {message}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    run: RunFolder | None = None
     try:
         if args.resume or args.run_dir:
             run = RunFolder(args.resume or args.run_dir)
@@ -133,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.run_dir and state != "queued":
                 raise ValueError(f"{run.path}: the run is {state}, not queued; use --resume to continue it.")
             config = run.config()
+            if args.find_lr:  # the app's short learning-rate-finder job
+                return _find_lr_job(run, config)
             processes = start_processes(resolve_device(config.device))
             progress = fit(config, run if processes.main else None, [TqdmCallback()], resume=bool(args.resume))
         else:
@@ -153,8 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     except Cancelled:
         print("cancelled; the last checkpoint is in the run folder (continue with --resume).", file=sys.stderr)
         return 143
-    except (ValueError, TrainingError, DataError, CheckpointError, RuntimeError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+    except (ValueError, TrainingError, DataError, CheckpointError, RuntimeError, OSError) as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if args.run_dir:
+            _mark_failed(run, message)
+        print(f"error: {message}", file=sys.stderr)
         return 1
     if run is not None:
         best = (

@@ -120,3 +120,35 @@ class TrainConfig:
         if "lr_divisors" in values:
             values["lr_divisors"] = tuple(values["lr_divisors"])
         return cls(**values)
+
+
+def cli_command(config: TrainConfig, gpus: int = 1) -> list[str]:
+    """The command line that starts this run by hand, as a list of arguments (shlex.join it to
+    show it): `python -m detviz.train` with every setting that differs from its default, and for
+    `gpus` > 1 `torchrun --standalone --nproc_per_node=<gpus> -m detviz.train ...` (one process
+    per GPU). Flags are the field names with "-" for "_"; booleans are --x / --no-x; lr 0 is
+    `--lr auto`. Parsing the arguments after the module name with the CLI's parser gives back
+    `config`."""
+    args = []
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(config, f.name)
+        if value == f.default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        elif f.name == "lr":
+            args += [flag, _number(value) if value else "auto"]
+        elif f.name == "lr_divisors":
+            args += [flag, ",".join(_number(v) for v in value)]
+        else:
+            args += [flag, _number(value) if isinstance(value, float) else str(value)]
+    if gpus > 1:
+        return ["torchrun", "--standalone", f"--nproc_per_node={gpus}", "-m", "detviz.train", *args]
+    return ["python", "-m", "detviz.train", *args]
+
+
+def _number(value: float) -> str:
+    """The shortest text that reads back as exactly `value`: 0.001, 3e-05, 0.123456789."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)

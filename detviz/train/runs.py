@@ -5,7 +5,8 @@
                                    progress, ETA, error, last metrics; rewritten atomically
     runs/<name>/metrics.jsonl      one json line per logged step and per epoch, flushed at once
     runs/<name>/train.log          the run's own words (and its process output when launched)
-    runs/<name>/lr_find.json       the learning-rate finder's curve, when it ran
+    runs/<name>/lr_find.json       the learning-rate finder's curve, when it ran (a run with
+                                   lr 0, or a finder-only job: status kind "lr_find")
     runs/<name>/checkpoints/last.pt, best.pt   written to a temporary file, then renamed
 
 Every file is written so that a reader never sees half of it, and a failed write (a full
@@ -19,11 +20,13 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +37,10 @@ import torch
 from detviz.train.config import TrainConfig
 
 STATES = ("queued", "running", "finished", "failed", "cancelled")
+LIVE_STATES = ("queued", "running")  # a process is (about to be) at work: poll, offer Cancel
+LR_FIND = "lr_find"  # status "kind" of a learning-rate-finder-only job (launch(find_lr=True))
+QUEUED_GRACE_SECONDS = 60  # a queued run's process may take this long to import torch and start
+LOG_TAIL_BYTES = 64 * 1024  # log_tail reads at most this much of the end of train.log
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -138,23 +145,66 @@ class RunFolder:
             f.write(f"{datetime.now():%H:%M:%S} {message}\n")
 
     def log_tail(self, lines: int = 40) -> str:
+        """The last `lines` lines of train.log as a terminal would show them: a progress bar
+        redrawn with carriage returns shows its last state. Reads only the end of the file."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            with open(self.log_path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - LOG_TAIL_BYTES))
+                data = f.read()
         except OSError:
             return ""
+        shown = [_last_redraw(line) for line in data.decode(errors="replace").split("\n")]
+        if len(data) == LOG_TAIL_BYTES and size > LOG_TAIL_BYTES:
+            shown = shown[1:]  # the first line was cut
+        while shown and not shown[-1]:
+            shown.pop()
+        return "\n".join(shown[-lines:])
+
+    def lr_find(self) -> dict[str, Any] | None:
+        """lr_find.json ({"lrs", "losses", "smoothed", "suggestion", "steepest"}), or None when
+        the finder has not written it (yet)."""
+        try:
+            return json.loads(self.lr_find_path.read_text())
+        except (OSError, ValueError):
+            return None
 
     def checkpoint(self, which: str = "best") -> Path:
         return self.checkpoints / f"{which}.pt"
 
     def state(self) -> str:
-        """The run's state; a run marked running whose process is gone counts as failed."""
-        status = self.read_status()
-        state = status.get("state", "unknown")
-        gone = status.get("pid") and not pid_alive(int(status["pid"]))
-        # a queued run gets a minute to start its process before it counts as failed
-        if gone and (state == "running" or (state == "queued" and time.time() - status.get("updated", 0) > 60)):
-            return "failed"
+        """The run's state (one of STATES, or "unknown" without a readable status.json)."""
+        return effective_state(self.read_status())
+
+
+def effective_state(
+    status: dict[str, Any], alive: Callable[[int], bool] | None = None, now: float | None = None
+) -> str:
+    """What a status.json means now: its "state", corrected for a process that is gone.
+
+    A live state (queued, running) whose process has ended without writing its final state
+    is "cancelled" when a cancel was asked for (the process was killed before it could
+    handle the signal), else "failed" (killed, or crashed hard); a queued run gets
+    QUEUED_GRACE_SECONDS to start its process first. `alive(pid) -> bool` says whether a
+    process runs (default pid_alive); `now` is the time (default time.time()).
+    """
+    state = status.get("state", "unknown")
+    pid = status.get("pid")
+    if state not in LIVE_STATES or not pid or (alive or pid_alive)(int(pid)):
         return state
+    if status.get("cancel_requested", 0) > status.get("started", 0):  # asked since this process started
+        return "cancelled"
+    waited = (now if now is not None else time.time()) - status.get("updated", 0)
+    if state == "queued" and waited <= QUEUED_GRACE_SECONDS:
+        return "queued"
+    return "failed"
+
+
+def _last_redraw(line: str) -> str:
+    """What a terminal shows of a line redrawn with carriage returns (tqdm): its last
+    non-blank part."""
+    parts = [p for p in line.split("\r") if p.strip()]
+    return parts[-1].rstrip() if parts else ""
 
 
 @dataclass(frozen=True)
@@ -197,31 +247,33 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def launch(config: TrainConfig, root: str | Path | None = None, name: str = "", gpus: int = 1) -> Path:
+def launch(
+    config: TrainConfig, root: str | Path | None = None, name: str = "", gpus: int = 1, find_lr: bool = False
+) -> Path:
     """Starts a training run as its own process; returns its run folder at once.
 
     The process is started from an argument list (never a shell string) in a new session, so it
     goes on when the caller (the app) stops; its output goes to the run's train.log. With
-    `gpus` > 1 it runs under torchrun with one process per GPU.
+    `gpus` > 1 it runs under torchrun with one process per GPU. With `find_lr` the process only
+    runs the learning-rate finder (`python -m detviz.train --run-dir <folder> --find-lr`: it
+    writes lr_find.json and the suggestion to status.json, then finishes): a short job in a run
+    folder of its own, named <date>-lr-find-<random> unless `name` is given.
 
     Raises:
         ValueError: a bad config or name (nothing is started).
     """
     config.validate()
+    if find_lr and not name:
+        name = f"{datetime.now():%Y%m%d-%H%M%S}-lr-find-{secrets.token_hex(3)}"
     run = RunFolder.create(root or config.out, config, name or config.name)
-    command = [sys.executable, "-m", "detviz.train", "--run-dir", str(run.path)]
-    if gpus > 1:
-        command = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={gpus}",
-            "-m",
-            "detviz.train",
-            "--run-dir",
-            str(run.path),
-        ]
+    entry = ["-m", "detviz.train", "--run-dir", str(run.path)]
+    if find_lr:
+        run.write_status(kind=LR_FIND)
+        command = [sys.executable, *entry, "--find-lr"]
+    elif gpus > 1:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", *entry]
+    else:
+        command = [sys.executable, *entry]
     with open(run.log_path, "ab") as log:
         proc = subprocess.Popen(
             command,
@@ -243,11 +295,174 @@ def cancel(path: str | Path) -> bool:
     run = RunFolder(path)
     status = run.read_status()
     pid = status.get("pid")
-    if not pid or run.state() not in ("running", "queued") or not pid_alive(int(pid)):
+    if not pid or run.state() not in LIVE_STATES or not pid_alive(int(pid)):
         return False
+    # marks the request first: a process killed before it installed its handler (still
+    # importing torch) cannot write "cancelled" itself, and then counts as cancelled
+    run.write_status(cancel_requested=time.time())
     try:
         os.killpg(int(pid), signal.SIGTERM)  # the whole session: torchrun and its workers too
     except (ProcessLookupError, PermissionError):
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(pid), signal.SIGTERM)
     return True
+
+
+def delete_run(path: str | Path, root: str | Path) -> None:
+    """Deletes a run folder that sits directly in `root` and is not running.
+
+    Raises:
+        ValueError: the folder is not a run folder of `root` (symbolic links resolved), or its
+            run is queued or running (cancel it first).
+    """
+    root, path = Path(root).resolve(), Path(path)
+    resolved = path.resolve()
+    if resolved.parent != root or path.is_symlink():
+        raise ValueError(f"{path}: not a run folder inside {root}; refusing to delete it.")
+    run = RunFolder(resolved)
+    if not run.exists():
+        raise ValueError(f"{path}: not a run folder (no config.json).")
+    if run.state() in ("queued", "running"):
+        raise ValueError(f"{path}: the run is {run.state()}; cancel it before deleting it.")
+    shutil.rmtree(resolved)
+
+
+class MetricsFollower:
+    """Follows a run's metrics.jsonl as it grows: each read() parses only the bytes added since
+    the last one (a page polling a long run every two seconds would otherwise parse the whole
+    file every time).
+
+    A line still being written is left for the next read; a file that shrank or disappeared
+    (the run folder deleted, or made again) is read again from the start.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.offset = 0  # bytes of complete lines parsed so far
+        self.records: list[dict[str, Any]] = []
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every complete record so far, in file order (the same list object, grown)."""
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            size = 0
+        if size < self.offset:
+            self.offset, self.records = 0, []
+        if size == self.offset:
+            return self.records
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(size - self.offset)
+        complete = data.rfind(b"\n") + 1
+        for line in data[:complete].splitlines():
+            with contextlib.suppress(ValueError):
+                self.records.append(json.loads(line))
+        self.offset += complete
+        return self.records
+
+
+def poll_interval(state: str, every: float) -> float | None:
+    """How often a view of a run in `state` should re-read it: `every` seconds while a process
+    is at work (queued, running), never (None) once it has ended."""
+    return every if state in LIVE_STATES else None
+
+
+def launch_problems(config: TrainConfig, gpus: int, cuda_devices: int) -> list[str]:
+    """Why `config` cannot be launched here with `gpus` processes; [] when it can.
+
+    `cuda_devices` is how many CUDA GPUs this machine has (torch.cuda.device_count()). Each
+    problem is one sentence with the fix; the command line may still be fine for another
+    machine (a cluster), so hardware problems name this machine.
+    """
+    problems = []
+    try:
+        config.validate()
+    except ValueError as e:
+        problems.append(str(e))
+    if config.name and not NAME_PATTERN.match(config.name):
+        problems.append(f"Run name {config.name!r}: use letters, digits, '.', '_' or '-' (up to 100).")
+    device = config.device
+    if device.startswith("cuda") and cuda_devices == 0:
+        problems.append(f"--device {device}: this machine has no CUDA GPU; choose cpu or auto.")
+    elif device.startswith("cuda:") and device[5:].isdigit() and int(device[5:]) >= cuda_devices:
+        problems.append(f"--device {device}: this machine has {cuda_devices} CUDA GPU(s), cuda:0 to cuda:{cuda_devices - 1}.")  # fmt: skip
+    if gpus < 1:
+        problems.append(f"Number of GPUs {gpus}: at least 1.")
+    elif gpus > 1:
+        if device not in ("auto", "cuda"):
+            problems.append(f"{gpus} GPUs need --device cuda or auto (each process takes its own GPU), not {device}.")
+        if cuda_devices and gpus > cuda_devices:
+            problems.append(f"{gpus} GPUs: this machine has {cuda_devices}; lower the number.")
+        elif not cuda_devices:
+            problems.append(f"{gpus} GPUs: this machine has none; run the command on a machine that has them.")
+        if config.batch_size < gpus:
+            problems.append(f"--batch-size {config.batch_size} is split over {gpus} GPUs: give at least {gpus}.")
+    return problems
+
+
+def state_sentence(state: str, status: dict[str, Any]) -> str:
+    """One sentence on a run's state for a person: what is happening, or how it ended and what
+    to do next. `status` is its status.json (RunFolder.read_status())."""
+    step, total = status.get("step", 0), status.get("total_steps")
+    where = f"step {step} of {total}" if total else f"step {step}"
+    if state == "queued":
+        return "Queued: its process is starting (importing PyTorch and reading the data)."
+    if state == "running":
+        if status.get("kind") == LR_FIND:
+            return "Running: ramping the learning rate batch by batch."
+        return f"Running: {where}" + (f", about {format_duration(status['eta_seconds'])} left." if status.get("eta_seconds") else ".")  # fmt: skip
+    if state == "finished":
+        took = status.get("finished", 0) - status.get("started", status.get("created", 0))
+        best = f", best validation score {status['best']:.4f}" if status.get("best") is not None else ""
+        return f"Finished in {format_duration(max(took, 0))}{best}."
+    if state == "cancelled":
+        return f"Cancelled at {where}; continue it with `python -m detviz.train --resume <its folder>`."
+    if state == "failed":
+        error = status.get("error") or "its process ended without saying why (killed, or out of memory?)"
+        return f"Failed: {error.rstrip('.')}. The end of its log is below."
+    return "No readable status.json: not a run folder this version of detviz wrote."
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: "42 s", "3 min 20 s", "2 h 05 min"."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def summary_row(run: RunSummary) -> dict[str, Any]:
+    """One row of the runs table: name, state, job, model, backbone, anchors, loss, epochs
+    (done / total), best validation score, device, created (a datetime)."""
+    s, c = run.status, run.config
+    finder = s.get("kind") == LR_FIND
+    ssd = str(c.get("model", "")).startswith("ssd")
+    return {
+        "run": run.name,
+        "state": run.state,
+        "job": "LR finder" if finder else "training",
+        "model": c.get("model"),
+        "backbone": str(c.get("backbone", "")) + (" (ImageNet)" if c.get("pretrained") else ""),
+        "anchors": (c.get("anchors") or "default") if ssd else "-",
+        "loss": c.get("loss") if ssd else "-",
+        "epochs": "-" if finder else f"{s.get('epoch', 0)} / {c.get('epochs')}",
+        "best": s.get("best"),
+        "device": s.get("device", ""),
+        "created": datetime.fromtimestamp(s.get("created", 0)),
+    }
+
+
+def config_differences(configs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The settings that differ between runs: {setting: {run name: value}}, in TrainConfig's
+    field order; `configs` maps run names to their config.json. `name` and `out` are left out
+    (they always differ or never matter); a setting a config lacks shows as None."""
+    fields = [f for f in TrainConfig.__dataclass_fields__ if f not in ("name", "out")]
+    differences = {}
+    for field in fields:
+        values = {run: config.get(field) for run, config in configs.items()}
+        if len({json.dumps(v) for v in values.values()}) > 1:
+            differences[field] = values
+    return differences
