@@ -12,6 +12,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -57,15 +58,17 @@ def sweep_rows(demo: Path) -> list[Row]:
     _ = sweep.candidates
     sweep.evaluate(0.25, 0.45, 100)
     first = (time.perf_counter() - start) * 1000
-    fresh = iter([0.3, 0.35, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75])
+    # every move asks for values not evaluated before (the sweep remembers its last 32 results)
+    scores = iter([0.1 + 0.01 * k for k in range(100)])
+    nms_fresh = iter([0.3, 0.35, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75])
     return [
         Row(f"live mAP, 500 images ({len(sweep.candidates):,} candidates): first evaluation", first, "ms", None, ""),
-        Row("live mAP, 500 images: score threshold move", _median_ms(lambda v: sweep.evaluate(v, 0.45, 100),
-            [0.1, 0.25, 0.5]), "ms", GOAL_MS, "issue 8 goal"),
-        Row("live mAP, 500 images: NMS IoU move (seen before)", _median_ms(lambda v: sweep.evaluate(0.25, v, 100),
-            [0.45, 0.3, 0.45]), "ms", GOAL_MS, "issue 8 goal"),
-        Row("live mAP, 500 images: NMS IoU move (never seen)", _median_ms(lambda v: sweep.evaluate(0.25, next(fresh),
+        Row("live mAP, 500 images: score threshold move", _median_ms(lambda v: sweep.evaluate(next(scores), 0.45,
             100), [0]), "ms", GOAL_MS, "issue 8 goal"),
+        Row("live mAP, 500 images: NMS IoU move (NMS cached, as after the warm-up)", _median_ms(
+            lambda v: sweep.evaluate(next(scores), v, 100), [0.45, 0.3]), "ms", GOAL_MS, "issue 8 goal"),
+        Row("live mAP, 500 images: NMS IoU move (never seen, before the warm-up ends)", _median_ms(
+            lambda v: sweep.evaluate(0.25, next(nms_fresh), 100), [0]), "ms", GOAL_MS, "issue 8 goal"),
     ]  # fmt: skip
 
 
@@ -79,7 +82,11 @@ def page_rows() -> list[Row]:
     ]
     rows = []
     for label, page, key, values in cases:
-        ms = median_move_ms(app_session(ROOT, page, **common), key, values, MOVES)
+        at = app_session(ROOT, page, **common)
+        for thread in threading.enumerate():  # a user looks at the page while the NMS values warm up
+            if thread.name == "warm NMS":
+                thread.join()
+        ms = median_move_ms(at, key, values, MOVES)
         rows.append(Row(f"slider move, 500 images live: {label}", ms, "ms", GOAL_MS, "issue 8 goal"))
     return rows
 
