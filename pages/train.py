@@ -46,6 +46,7 @@ from pages import ui
 
 ui.ensure_entrypoint()
 
+
 POLL_SECONDS = 2.0  # the watched run's files are re-read this often while it is queued or running
 TABLE_POLL_SECONDS = 5.0  # the runs table, while some run is live
 LOG_LINES = 60
@@ -143,7 +144,7 @@ class DataChoice:
 def _form(cuda: int) -> None:
     problems: list[str] = []
     with st.container(border=True):
-        st.markdown("**Data**")
+        st.markdown("**Data**", help="What the run trains on; the sidebar's dataset is what the other pages show.")
         data = _data_fields(problems)
     with st.container(border=True):
         st.markdown("**Model and loss**")

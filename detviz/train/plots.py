@@ -21,6 +21,7 @@ from detviz.figures import FONT, PALETTE
 LOSS_PARTS = ("loss", "loss_box", "loss_cls")  # step records' loss keys, total first
 EPOCH_METRICS = ("val_map", "val_map_07", "val_accuracy", "val_loss")  # score metrics, then the loss
 MAX_POINTS = 600  # per curve: a 1,000-pixel-wide chart shows no more
+LOG_TICK_FORMAT = ".2~g"  # whole numbers on log axes: plotly's default labels 0.5 as a bare "5"
 FEW_POINTS = 30  # curves with fewer points get markers (a single point has no line to show)
 
 
@@ -32,7 +33,14 @@ def _layout(title: str, height: int = 300, **axes: Any) -> dict:
 
 def split_records(records: Sequence[dict]) -> tuple[list[dict], list[dict]]:
     """(step records, epoch records) of a run's metrics.jsonl, each in file order."""
-    return [r for r in records if r.get("kind") == "step"], [r for r in records if r.get("kind") == "epoch"]
+    steps, epochs = [], []
+    for r in records:  # one pass: a polled long run has tens of thousands of records
+        kind = r.get("kind")
+        if kind == "step":
+            steps.append(r)
+        elif kind == "epoch":
+            epochs.append(r)
+    return steps, epochs
 
 
 def thin(rows: Sequence[dict], most: int = MAX_POINTS) -> list[dict]:
@@ -79,7 +87,7 @@ def losses_figure(records: Sequence[dict]) -> go.Figure:
                                  line=dict(color=PALETTE[k], width=2.2 if part == "loss" else 1.2)))  # fmt: skip
     dtick = _log_dtick(np.concatenate(list(parts.values()))) if parts else None
     fig.update_layout(_layout("Training loss", xaxis=dict(title="step"),
-                              yaxis=dict(title="loss", type="log", dtick=dtick)))  # fmt: skip
+                              yaxis=dict(title="loss", type="log", dtick=dtick, tickformat=LOG_TICK_FORMAT)))  # fmt: skip
     return fig
 
 
@@ -128,7 +136,9 @@ def compare_figure(runs: dict[str, Sequence[dict]], metric: str = "val_map") -> 
                                  line=dict(color=PALETTE[k % len(PALETTE)])))  # fmt: skip
     title = f"{'Training ' + metric if per_step else metric} by run"
     yaxis = (
-        dict(title=metric, type="log", dtick=_log_dtick(np.concatenate(ys))) if per_step and ys else dict(title=metric)
+        dict(title=metric, type="log", dtick=_log_dtick(np.concatenate(ys)), tickformat=LOG_TICK_FORMAT)
+        if per_step and ys
+        else dict(title=metric)
     )
     fig.update_layout(_layout(title, 340, xaxis=dict(title="step" if per_step else "epoch"), yaxis=yaxis))
     return fig
