@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from detviz.data.voc import file_stamp
 from detviz.evaluate import (
     ERROR_TYPES,
     MISS,
@@ -49,7 +50,7 @@ def main() -> None:
     live = detection.live_set(path, limit)
     if live is None:
         return
-    key = (str(path), detection._stamp(path), live.index.source, len(live.index), score, nms, max_dets, eval_iou)
+    key = (str(path), file_stamp(path), live.index.source, len(live.index), score, nms, max_dets, eval_iou)
     flat = live.sweep.detections(score, nms, max_dets)
     breakdown = _breakdown(key, flat, len(classes), eval_iou)
     base = breakdown.base

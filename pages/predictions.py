@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from detviz.evaluate import STATUS_NAMES, TP, coco_results, voc_map
+from detviz.evaluate import STATUS_NAMES, TP, coco_results, scale_flat, voc_map
 from detviz.explain import clicked_anchor
 from detviz.figures import class_scores_figure, detections_figure, pr_curves_figure
 from detviz.inference import to_pixels
@@ -173,11 +173,10 @@ def _mean(ap: torch.Tensor) -> float:
 
 
 def _coco_json(live, score, nms, max_dets) -> str:
-    flat = live.sweep.detections(score, nms, max_dets)
-    scale = live.sizes.double().repeat(1, 2)[flat.det_image]
-    boxes = (flat.det_boxes * scale).split(flat.det_start.diff().tolist())
-    per_image = zip(boxes, flat.det_scores.split(flat.det_start.diff().tolist()),
-                    flat.det_labels.split(flat.det_start.diff().tolist()), strict=True)  # fmt: skip
+    flat = scale_flat(live.sweep.detections(score, nms, max_dets), live.sizes)
+    counts = flat.det_start.diff().tolist()
+    per_image = zip(flat.det_boxes.split(counts), flat.det_scores.split(counts), flat.det_labels.split(counts),
+                    strict=True)  # fmt: skip
     return json.dumps(coco_results([tuple(p) for p in per_image], live.index))
 
 

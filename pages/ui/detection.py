@@ -19,6 +19,7 @@ from detviz.anchors import PRESETS, AnchorConfig, Anchors, config_text, make_anc
 from detviz.coverage import Coverage, anchor_coverage
 from detviz.data import VOC_CLASSES, DataError, DatasetIndex, load_image
 from detviz.data.spec import dataset_fingerprint
+from detviz.data.voc import file_stamp
 from detviz.evaluate import ThresholdSweep
 from detviz.inference import Detector
 from detviz.models import CheckpointError, compatibility_problems
@@ -217,16 +218,11 @@ def _detector(path: str, stamp: tuple[int, int]) -> Detector:
     return Detector.from_checkpoint(path)
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    s = path.stat()
-    return s.st_size, s.st_mtime_ns
-
-
 def detector_of(path: Path, name: str | None = None) -> Detector | None:
     """A Detector for the checkpoint (cached per file and modification time), or None after an
     error, shown with the checkpoint's `name` in place of its (temporary) path."""
     try:
-        return _detector(str(path), _stamp(path))
+        return _detector(str(path), file_stamp(path))
     except (OSError, CheckpointError) as e:
         message = str(e).replace(str(path), name) if name else str(e)
         st.error(message if isinstance(e, CheckpointError) else f"{name or path}: {e.strerror or e}.")
@@ -321,7 +317,7 @@ def live_set(path: Path, limit: int) -> LiveSet | None:
     fingerprint = dataset_fingerprint(spec, split)
     n = min(limit, len(ui.read_index(str(spec), split, fingerprint)))
     with st.spinner(f"Running the model over {n} images of {split or 'the data'} (once per checkpoint)…"):
-        live = _live_set(str(path), _stamp(path), str(spec), split, fingerprint, limit)
+        live = _live_set(str(path), file_stamp(path), str(spec), split, fingerprint, limit)
     if live.unreadable:
         st.warning(f"{len(live.unreadable)} image file(s) could not be read and count as having no detections: "
                    + ", ".join(live.unreadable[:5]) + ("…" if len(live.unreadable) > 5 else ""))  # fmt: skip
