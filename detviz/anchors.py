@@ -16,13 +16,20 @@ Two ways to give the shapes:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from numbers import Integral, Real
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 MAX_ANCHORS = 100_000  # more than this is a mistake (SSD300 has 8,732), and would not fit a page
+# Bounds on the boxes make_anchors produces, in image sides. The largest anchors in use are about
+# 1.3 (the lesson's zoom 1.3 on its 1x1 grid) and 1.25 (SSD300's last level); a tenth of a pixel
+# of a 1000-pixel image is the smallest that still has a width in float32 next to its centre.
+MIN_ANCHOR_SIDE = 1e-4
+MAX_ANCHOR_SIDE = 4.0  # also how far outside the image a box may reach
 
 
 class AnchorShape(NamedTuple):
@@ -55,23 +62,28 @@ class AnchorConfig:
     clip: bool = False
 
     def __post_init__(self) -> None:
-        # accept lists and plain pairs (e.g. from json), store tuples of AnchorShape
-        object.__setattr__(self, "grids", tuple(self.grids))
-        object.__setattr__(self, "zooms", tuple(float(z) for z in self.zooms))
-        object.__setattr__(self, "shapes", tuple(AnchorShape(*map(float, s)) for s in self.shapes))
+        # accept lists and plain pairs (e.g. from json), store tuples of AnchorShape; anything
+        # else (a string, None, a nested list where a number goes) is a ValueError naming the field
+        object.__setattr__(self, "grids", _items("grids", self.grids))
+        object.__setattr__(self, "zooms", tuple(_number("zooms", z) for z in _items("zooms", self.zooms)))
+        object.__setattr__(self, "shapes", tuple(_shape("shapes", s) for s in _items("shapes", self.shapes)))
         if self.level_shapes is not None:
-            levels = tuple(tuple(AnchorShape(*map(float, s)) for s in level) for level in self.level_shapes)
-            object.__setattr__(self, "level_shapes", levels)
+            levels = _items("level_shapes", self.level_shapes)
+            shapes = tuple(tuple(_shape("level_shapes", s) for s in _items("level_shapes", lv)) for lv in levels)
+            object.__setattr__(self, "level_shapes", shapes)
         if self.steps is not None:
-            object.__setattr__(self, "steps", tuple(float(s) for s in self.steps))
+            object.__setattr__(self, "steps", tuple(_number("steps", s) for s in _items("steps", self.steps)))
+        if not isinstance(self.clip, bool):
+            raise ValueError(f"AnchorConfig.clip must be true or false, got {self.clip!r}.")
         self._validate()
 
     def _validate(self) -> None:
         if not self.grids:
             raise ValueError("AnchorConfig.grids is empty; give at least one grid size, e.g. (4,).")
         for g in self.grids:
-            if isinstance(g, bool) or not isinstance(g, int) or g <= 0:
+            if isinstance(g, bool) or not isinstance(g, Integral) or g <= 0:
                 raise ValueError(f"AnchorConfig.grids must be positive integers, got {g!r} in {self.grids}.")
+        object.__setattr__(self, "grids", tuple(int(g) for g in self.grids))
         if self.level_shapes is None:
             if not self.zooms:
                 raise ValueError("AnchorConfig.zooms is empty; give at least one zoom, e.g. (1.0,).")
@@ -130,11 +142,35 @@ class AnchorConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AnchorConfig:
         """The inverse of `to_dict`; raises ValueError on bad fields."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"AnchorConfig as plain data must be a dict of its fields, got {type(data).__name__}.")
         known = {"grids", "zooms", "shapes", "level_shapes", "steps", "clip"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"AnchorConfig has no field(s) {sorted(unknown)}; fields are {sorted(known)}.")
         return cls(**data)
+
+
+def _items(name: str, values: Any) -> tuple:
+    """`values` as a tuple; a ValueError naming the field when it is not a list."""
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        raise ValueError(f"AnchorConfig.{name} must be a list, got {type(values).__name__} {values!r:.60}.")
+    return tuple(values)
+
+
+def _number(name: str, value: Any) -> float:
+    """A real number (not a bool or a string) as a float; a ValueError naming the field otherwise."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ValueError(f"AnchorConfig.{name} must hold numbers, got {type(value).__name__} {value!r:.60}.")
+    return float(value)
+
+
+def _shape(name: str, pair: Any) -> AnchorShape:
+    """A (width, height) pair of numbers as an AnchorShape; a ValueError naming the field otherwise."""
+    values = _items(name, pair)
+    if len(values) != 2:
+        raise ValueError(f"AnchorConfig.{name} must hold (width, height) pairs, got {pair!r:.60}.")
+    return AnchorShape(_number(name, values[0]), _number(name, values[1]))
 
 
 @dataclass(frozen=True)
@@ -200,7 +236,9 @@ def make_anchors(config: AnchorConfig) -> Anchors:
     """All anchors of `config`, on the CPU (move them with `.to(device)`).
 
     Raises:
-        ValueError: the config would give more than MAX_ANCHORS anchors.
+        ValueError: the config would give more than MAX_ANCHORS anchors, or boxes that are not
+            finite, have a side outside [MIN_ANCHOR_SIDE, MAX_ANCHOR_SIDE] image sides, or reach
+            further than MAX_ANCHOR_SIDE outside the image (see `check_anchor_boxes`).
     """
     if config.num_anchors > MAX_ANCHORS:
         raise ValueError(f"AnchorConfig gives {config.num_anchors:,} anchors; at most {MAX_ANCHORS:,} are allowed.")
@@ -227,18 +265,60 @@ def make_anchors(config: AnchorConfig) -> Anchors:
     if config.clip:  # clip the boxes, and keep centres and sizes those of the clipped boxes
         boxes = boxes.clamp(0.0, 1.0)
         centers, sizes = (boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]
+    level, shape_index = torch.cat(parts["level"]), torch.cat(parts["shape"])
+    check_anchor_boxes(config, boxes.float(), level, shape_index)
     return Anchors(
         boxes=boxes.float(),
         centers=centers.float(),
         sizes=sizes.float(),
         cell_size=torch.cat(parts["cell"]).float(),
-        level=torch.cat(parts["level"]),
+        level=level,
         row=torch.cat(parts["row"]),
         col=torch.cat(parts["col"]),
-        shape_index=torch.cat(parts["shape"]),
+        shape_index=shape_index,
         grids=config.grids,
         shapes_per_level=config.shapes_per_level(),
         level_start=tuple(starts),
+    )
+
+
+def check_anchor_boxes(config: AnchorConfig, boxes: Tensor, level: Tensor, shape_index: Tensor) -> None:
+    """Checks the boxes a config produced: finite, every side in [MIN_ANCHOR_SIDE, MAX_ANCHOR_SIDE]
+    image sides, every coordinate within MAX_ANCHOR_SIDE of the image.
+
+    The inputs can each be fine while their product is not (zoom 1e30, a shape of 1e-30, a step
+    of 1e30): this looks at what the detector would really use.
+
+    Args:
+        boxes: (A, 4) float32 xyxy normalized. level, shape_index: (A,) int64 of each anchor.
+
+    Raises:
+        ValueError: naming the field to change (zooms and shapes, level_shapes, or steps), the
+            first bad anchor's level and shape, and the allowed range.
+    """
+    sides = boxes[:, 2:] - boxes[:, :2]  # (A, 2)
+    size_ok = ((sides >= MIN_ANCHOR_SIDE) & (sides <= MAX_ANCHOR_SIDE)).all(1)  # NaN compares False
+    place_ok = ((boxes >= -MAX_ANCHOR_SIDE) & (boxes <= 1 + MAX_ANCHOR_SIDE)).all(1)
+    bad = torch.nonzero(~(size_ok & place_ok)).flatten()
+    if bad.numel() == 0:
+        return
+    i = int(bad[0])
+    lvl, k = int(level[i]), int(shape_index[i])
+    width, height = level_shape_sizes(config, lvl)[k].tolist()  # float64: 1e30 shows as 1e30, not inf
+    g = config.grids[lvl]
+    where = f"anchor shape {k} of level {lvl} ({g}x{g})"
+    if min(width, height) >= MIN_ANCHOR_SIDE and max(width, height) <= MAX_ANCHOR_SIDE:
+        # a fine shape, placed far off the image (or so far that float32 loses its width): the steps
+        step = config.steps[lvl] if config.steps is not None else 1.0 / g
+        raise ValueError(
+            f"AnchorConfig.steps: {where} is centred up to {(g - 0.5) * step:.3g} image sides away (step {step:.3g}); "
+            f"anchors must stay within {MAX_ANCHOR_SIDE:g} sides of the image: use steps of about 1 / grid."
+        )
+    fields = "level_shapes" if config.level_shapes is not None else "zooms and shapes"
+    fix = "smaller" if max(width, height) > MAX_ANCHOR_SIDE else "larger"
+    raise ValueError(
+        f"AnchorConfig.{fields}: {where} is {width:.3g} x {height:.3g} image sides; anchor sides must be between "
+        f"{MIN_ANCHOR_SIDE:g} and {MAX_ANCHOR_SIDE:g}: use {fix} {fields}."
     )
 
 

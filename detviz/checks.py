@@ -4,6 +4,8 @@ read the data once."""
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 
 import torch
@@ -85,3 +87,32 @@ def check_probability(name: str, value: float, low_open: bool = False, high_open
         interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
         raise ValueError(f"{name} must be in {interval}, got {value}.")
     return value
+
+
+DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device a --device value names: auto is CUDA (the process's LOCAL_RANK GPU under
+    torchrun), else MPS, else the CPU; cuda without an index is LOCAL_RANK's GPU too.
+
+    Raises:
+        ValueError: not one of DEVICES or cuda:N, or a device this machine does not have.
+    """
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("mps" if mps else "cpu")
+    if name not in DEVICES and not re.fullmatch(r"cuda:\d+", name):
+        raise ValueError(f"--device must be one of {', '.join(DEVICES)} or cuda:N, got {name!r}.")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name} was asked for, but this machine has no CUDA GPU; use --device cpu or auto.")  # fmt: skip
+        index = int(name.split(":")[1]) if ":" in name else int(os.environ.get("LOCAL_RANK", 0))
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s).")
+        return torch.device("cuda", index)
+    if name == "mps" and not mps:
+        raise ValueError("--device mps was asked for, but MPS is not available here.")
+    return torch.device(name)

@@ -608,8 +608,9 @@ class ErrorBreakdown:
         counts: (C, 6) int64 per class and error type (false positives by their predicted
             class, missed objects by theirs).
         delta_map: mAP gained if every error of a type were fixed (an oracle, as TIDE: a
-            classification or localisation error corrected, a duplicate / both / background
-            detection removed, a missed object dropped from the ground truth).
+            classification or localisation error corrected, one true positive kept per object,
+            a duplicate / both / background detection removed, a missed object dropped from the
+            ground truth; `error_breakdown` says where it differs from TIDE).
         base: the VOC evaluation the breakdown starts from.
     """
 
@@ -629,7 +630,30 @@ def error_breakdown(
     use_difficult: bool = False,
     background_iou: float = BACKGROUND_IOU,
 ) -> ErrorBreakdown:
-    """Classifies every false positive and missed object, and says what fixing each type is worth."""
+    """Classifies every false positive and missed object, and says what fixing each type is worth.
+
+    The oracle fixes one type at a time, as TIDE does: a classification or localisation error
+    takes its object's class or box, and each object keeps one true positive, the highest-scoring
+    of its old true positive and its corrected detections (the others are dropped, never left as
+    duplicates); both, duplicate and background errors are removed; missed objects leave the
+    ground truth.
+
+    Where this differs from TIDE (tidecv 1.0.1) on purpose; tests/test_error_breakdown.py checks
+    that it agrees with tidecv everywhere else:
+    - matching and AP are the VOC devkit's (`method`, all-point by default; IoU strictly above
+      the threshold; a detection whose best object is taken is a duplicate), not COCO's greedy
+      matching and 101-point AP (TIDE reports AP x 100, and scores a class with detections but
+      no objects as AP 0 where VOC leaves it out);
+    - the test order: duplicates first, then classification before localisation, so a box on an
+      object of another class (IoU above the threshold) that also overlaps one of its own class
+      loosely is a classification error; TIDE tests localisation, then classification, then
+      duplicate;
+    - a corrected detection that outscores its object's true positive replaces it; TIDE drops
+      the correction whenever the object was found, and chooses one correction per object across
+      classification and localisation errors together;
+    - missed counts every object no true positive found; TIDE leaves out the objects a
+      classification or localisation error sits on.
+    """
     flat = flatten(detections, ground_truths, num_classes)
     return error_breakdown_flat(flat, num_classes, iou_threshold, method, use_difficult, background_iou)
 
@@ -673,7 +697,9 @@ def error_breakdown_flat(
         return voc_map_flat(fixed, num_classes, iou_threshold, method, use_difficult).map
 
     def corrected(kind: int, new_boxes: Tensor | None, new_labels: Tensor | None) -> float:
-        """Fix the detections of `kind`; those that then duplicate a found object are dropped."""
+        """Fix the detections of `kind`, then keep one true positive per object: of a found
+        object's true positive and the corrected detections now on it, the first in evaluation
+        order (the highest score) stays and the others are dropped, never left as duplicates."""
         sel = error == kind
         boxes, labels = flat.det_boxes.clone(), flat.det_labels.clone()
         if new_boxes is not None:
@@ -682,7 +708,7 @@ def error_breakdown_flat(
             labels[sel] = new_labels[sel]
         fixed = _with_detections(flat, torch.ones_like(sel), boxes, labels)
         again = voc_map_flat(fixed, num_classes, iou_threshold, method, use_difficult)
-        dropped = sel & (torch.cat(again.status) == DUPLICATE)
+        dropped = (sel | (status == TP)) & (torch.cat(again.status) == DUPLICATE)
         return score(_with_detections(fixed, ~dropped))
 
     gt_index_same = torch.where(j_same >= 0, flat.gt_start[flat.det_image] + j_same, 0)
@@ -1078,6 +1104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
+    from detviz.checks import resolve_device
     from detviz.data import DataError
     from detviz.data.spec import open_dataset
     from detviz.inference import Detector
@@ -1101,11 +1128,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score-threshold", type=float, default=0.01, help="detections below this are dropped")
     parser.add_argument("--nms-iou", type=float, default=0.45, help="NMS IoU")
     parser.add_argument("--max-detections", type=int, default=100, help="detections kept per image")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--out", type=Path, default=Path("."), help="folder for metrics.json and coco_results.json")
     args = parser.parse_args(argv)
     try:
-        detector = Detector.from_checkpoint(args.checkpoint, args.device)
+        detector = Detector.from_checkpoint(args.checkpoint, resolve_device(args.device))
         index = open_dataset(args.data, args.split)
         problems = compatibility_problems(detector.info, class_names=index.classes)
         if problems:

@@ -148,14 +148,17 @@ def add_boxes(
                     mode="lines",
                     fill="toself",
                     fillcolor="rgba(0,0,0,0)",
-                    line=dict(width=0),
+                    line=dict(width=0, color=color),  # the hover label's colour
                     hoveron="fills",
                     name=f"{k + 1}: {name}",
                     showlegend=False,
-                    hovertemplate=(
+                    # hovering on a fill, plotly.js ignores hovertemplate and shows the trace's
+                    # text when it is one string (else its name): the details go there
+                    text=(
                         f"<b>{k + 1}: {name}</b><br>box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) px"
-                        f"<br>{x2 - x1:g} x {y2 - y1:g} px" + (f"<br>{flags}" if flags else "") + "<extra></extra>"
+                        f"<br>{x2 - x1:g} x {y2 - y1:g} px" + (f"<br>{flags}" if flags else "")
                     ),
+                    hoverinfo="text",
                 )
             )
     # one update each: plotly re-validates the whole layout on every add_shape / add_annotation
@@ -388,8 +391,10 @@ def lr_finder_figure(result: dict) -> go.Figure:
     )
     fig.update_xaxes(type="log", title="learning rate")
     fig.update_yaxes(title="loss")
-    if result["smoothed"]:
-        low, high = min(result["smoothed"]), result["smoothed"][0]
+    if result["smoothed"]:  # from the minimum to the highest point before it (the blow-up is cut)
+        smoothed = result["smoothed"]
+        lowest = min(range(len(smoothed)), key=smoothed.__getitem__)
+        low, high = smoothed[lowest], max(smoothed[: lowest + 1])
         fig.update_yaxes(range=[low - 0.1 * abs(high - low), high + 0.5 * abs(high - low)])
     fig.update_layout(
         title="Learning-rate finder",

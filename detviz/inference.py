@@ -16,7 +16,7 @@ from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
 from detviz.anchors import Anchors, make_anchors
-from detviz.models import CheckpointError, CheckpointInfo, load_checkpoint
+from detviz.models import DETECTOR_KINDS, CheckpointError, CheckpointInfo, load_checkpoint
 from detviz.postprocess import (
     DEFAULT_MAX_DETECTIONS,
     DEFAULT_NMS_IOU,
@@ -24,6 +24,30 @@ from detviz.postprocess import (
     Detections,
     postprocess,
 )
+
+
+class NonFiniteOutputs(ValueError):
+    """A model's outputs hold NaN or inf: its weights are broken (e.g. a training run diverged).
+
+    The checkpoint loads (its weights are tensors of the right shapes); nothing it predicts can be
+    shown or scored, so the Detector refuses its outputs with this error instead.
+    """
+
+
+def check_finite_outputs(class_logits: Tensor, box_activations: Tensor, source: str) -> None:
+    """Raises NonFiniteOutputs naming `source` (the checkpoint) when an output is NaN or inf.
+
+    Args:
+        class_logits: (B, A, C + 1). box_activations: (B, A, 4).
+    """
+    for name, t in (("class logits", class_logits), ("box activations", box_activations)):
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
+            share = 1.0 - float(finite.float().mean())
+            raise NonFiniteOutputs(
+                f"{source}: the model's outputs are not finite ({share:.0%} of its {name} are NaN or inf): its "
+                "weights are broken, e.g. by a training run that diverged; choose another checkpoint or train again."
+            )
 
 
 def to_model_input(images: Sequence[Image.Image], size: int) -> Tensor:
@@ -45,7 +69,7 @@ class Detector:
     """
 
     def __init__(self, model: torch.nn.Module, info: CheckpointInfo, device: str | torch.device = "cpu"):
-        if info.model.kind not in ("ssd", "ssd-multiscale"):
+        if info.model.kind not in DETECTOR_KINDS:
             raise CheckpointError(
                 f"{info.path}: a {info.model.kind} model; detection needs an ssd or ssd-multiscale one."
             )
@@ -65,12 +89,18 @@ class Detector:
 
     @torch.no_grad()
     def raw_outputs(self, images: Sequence[Image.Image]) -> tuple[Tensor, Tensor]:
-        """The head's outputs: class_logits (B, A, C + 1) and box_activations (B, A, 4), float32."""
+        """The head's outputs: class_logits (B, A, C + 1) and box_activations (B, A, 4), float32.
+
+        Raises:
+            NonFiniteOutputs: an output is NaN or inf (the checkpoint's weights are broken).
+        """
         if not images:
             a, c1 = len(self.anchors), len(self.classes) + 1
             return torch.zeros(0, a, c1, device=self.device), torch.zeros(0, a, 4, device=self.device)
         class_logits, box_activations = self.model(to_model_input(images, self.image_size).to(self.device))
-        return class_logits.float(), box_activations.float()
+        class_logits, box_activations = class_logits.float(), box_activations.float()
+        check_finite_outputs(class_logits, box_activations, self.info.path or "the model")
+        return class_logits, box_activations
 
     def detect(
         self,
@@ -80,7 +110,11 @@ class Detector:
         max_detections: int = DEFAULT_MAX_DETECTIONS,
         return_trace: bool = False,
     ) -> list[Detections]:
-        """Detections per image; boxes in that image's pixels (DESIGN convention, xyxy)."""
+        """Detections per image; boxes in that image's pixels (DESIGN convention, xyxy).
+
+        Raises:
+            NonFiniteOutputs: see `raw_outputs`.
+        """
         class_logits, box_activations = self.raw_outputs(images)
         results = postprocess(
             class_logits,

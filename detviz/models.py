@@ -20,11 +20,13 @@ is all a user needs.
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import re
 import zipfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +37,15 @@ from torch import Tensor, nn
 from detviz.anchors import PRESETS, AnchorConfig, make_anchors
 
 MODEL_KINDS = ("ssd-multiscale", "ssd", "largest", "multilabel")
+DETECTOR_KINDS = ("ssd-multiscale", "ssd")  # the kinds with anchors: SSD heads, run by inference.Detector
 BACKBONES = ("small", "resnet18", "resnet34", "resnet50")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLASS_BIAS = -4.0  # the lesson's SSD_MultiHead(k, -4.): every anchor starts near "nothing here"
 CHECKPOINT_FORMAT = "detviz-checkpoint"
 CHECKPOINT_VERSION = 1
+IMAGE_SIZES = (32, 2048)  # smallest and largest input side a model accepts, in pixels
+MAX_HEAD_CHANNELS = 4096  # 16x the default: more is a typo that would exhaust memory
 
 
 class CheckpointError(ValueError):
@@ -77,23 +82,68 @@ class ModelConfig:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "class_names", tuple(self.class_names))
-        object.__setattr__(self, "mean", tuple(self.mean))
-        object.__setattr__(self, "std", tuple(self.std))
-        if self.kind not in MODEL_KINDS:
+        """Checks every field (type and value) once, here, so that a config that exists builds a
+        model: a ValueError naming the field otherwise, never a TypeError from deep inside torch."""
+        if not isinstance(self.kind, str) or self.kind not in MODEL_KINDS:
             raise ValueError(f"model kind must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}.")
-        if self.backbone not in BACKBONES:
+        if not isinstance(self.backbone, str) or self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}.")
-        if not self.class_names:
-            raise ValueError("class_names is empty; a model needs at least one class.")
-        if not 32 <= self.image_size <= 2048:
-            raise ValueError(f"image_size must be between 32 and 2048 pixels, got {self.image_size}.")
-        if self.coding not in ("tanh", "variance"):
+        object.__setattr__(self, "class_names", _class_names(self.class_names))
+        image_size = _whole("image_size", self.image_size)
+        if not IMAGE_SIZES[0] <= image_size <= IMAGE_SIZES[1]:
+            raise ValueError(
+                f"image_size must be between {IMAGE_SIZES[0]} and {IMAGE_SIZES[1]} pixels, got {image_size}."
+            )
+        object.__setattr__(self, "image_size", image_size)
+        object.__setattr__(self, "head_channels", _head_channels(self.head_channels))
+        dropout = _real("dropout", self.dropout)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
+        object.__setattr__(self, "dropout", dropout)
+        if self.class_bias is not None:
+            object.__setattr__(self, "class_bias", _real("class_bias", self.class_bias))
+        if not isinstance(self.coding, str) or self.coding not in ("tanh", "variance"):
             raise ValueError(f"coding must be tanh or variance, got {self.coding!r}.")
+        object.__setattr__(self, "mean", _triple("mean", self.mean))
+        std = _triple("std", self.std)
+        if min(std) <= 0:
+            raise ValueError(f"std must be positive (it divides the image), got {list(std)}.")
+        object.__setattr__(self, "std", std)
         if self.kind == "ssd" and self.anchors is None:
             object.__setattr__(self, "anchors", PRESETS["lesson_4x4"].to_dict())
         if self.kind == "ssd-multiscale" and self.anchors is None:
             object.__setattr__(self, "anchors", PRESETS["lesson_multiscale"].to_dict())
+        if self.anchors is not None:
+            self._check_anchors()
+
+    def _check_anchors(self) -> None:
+        """The anchors parse, their boxes are sane (`make_anchors` checks them) and, for an SSD,
+        every grid has a feature map to read."""
+        if not isinstance(self.anchors, Mapping):
+            raise ValueError(
+                f"anchors must be an AnchorConfig as plain data (AnchorConfig.to_dict()), got {type(self.anchors).__name__}."
+            )
+        try:
+            anchor_config = AnchorConfig.from_dict(self.anchors)
+            make_anchors(anchor_config)
+        except ValueError as e:
+            raise ValueError(f"anchors: {e}") from None
+        if self.kind in DETECTOR_KINDS:
+            sizes = _feature_sizes(self.image_size)
+            for g in anchor_config.grids:
+                _source_for_grid(g, sizes, self.image_size)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ModelConfig:
+        """The inverse of `dataclasses.asdict` (what a checkpoint stores): a ValueError naming the
+        field for an unknown field or a wrong type or value, never a TypeError."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"the model description must be a dict of its fields, got {type(data).__name__}.")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}; the fields are {', '.join(known)}.")
+        return cls(**data)
 
     @property
     def num_classes(self) -> int:
@@ -103,6 +153,48 @@ class ModelConfig:
         if self.anchors is None:
             raise ValueError(f"a {self.kind!r} model has no anchors.")
         return AnchorConfig.from_dict(self.anchors)
+
+
+def _whole(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ValueError(f"{name} must be a whole number, got {type(value).__name__} {value!r:.40}.")
+    return int(value)
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {type(value).__name__} {value!r:.40}.")
+    return float(value)
+
+
+def _triple(name: str, values: Any) -> tuple[float, float, float]:
+    """Three finite numbers, one per RGB channel (mean, std)."""
+    if not isinstance(values, (list, tuple)) or len(values) != 3:
+        raise ValueError(f"{name} must be three numbers (red, green, blue), got {values!r:.60}.")
+    r, g, b = (_real(name, v) for v in values)
+    return r, g, b
+
+
+def _class_names(names: Any) -> tuple[str, ...]:
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"class_names must be a list of non-empty strings, got {names!r:.60}.")
+    if not names:
+        raise ValueError("class_names is empty; a model needs at least one class.")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"class_names has {', '.join(twice)} more than once; each class needs its own name.")
+    return tuple(names)
+
+
+def _head_channels(value: Any) -> int:
+    """Channels the head's GroupNorm can split into min(32, channels // 4) equal groups (see `_conv`)."""
+    channels = _whole("head_channels", value)
+    if not 4 <= channels <= MAX_HEAD_CHANNELS or channels % min(32, channels // 4):
+        raise ValueError(
+            f"head_channels must be from 4 to {MAX_HEAD_CHANNELS} and split into min(32, head_channels // 4) "
+            f"equal groups (e.g. 32, 64, 128, 256), got {value}."
+        )
+    return channels
 
 
 # --- backbones ---------------------------------------------------------------------------
@@ -354,7 +446,7 @@ class MultiLabelModel(nn.Module):
 
 def build_model(config: ModelConfig, pretrained: bool = False) -> nn.Module:
     """The model a config describes, freshly initialised (or with ImageNet backbone weights)."""
-    if config.kind in ("ssd", "ssd-multiscale"):
+    if config.kind in DETECTOR_KINDS:
         return SSDModel(config, pretrained)
     if config.kind == "largest":
         return LargestObjectModel(config, pretrained)
@@ -435,9 +527,37 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: cannot read the checkpoint ({e}); the file may be truncated.") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: a PyTorch file, but not a detviz checkpoint (no '{CHECKPOINT_FORMAT}' header).")
-    if payload.get("version", 0) > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload['version']} is newer than this detviz reads.")
+    version = payload.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(
+            f"{path}: the checkpoint's version is {version!r:.40}, not a whole number; the file is damaged or was not "
+            "written by detviz: save the model again."
+        )
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {version} is newer than this detviz reads.")
     return payload
+
+
+def _checked_contents(payload: dict[str, Any]) -> tuple[ModelConfig, dict[str, Tensor], dict, dict]:
+    """The model description, weights, training and metrics of a checkpoint read by
+    `read_checkpoint`, each checked for its type; a ValueError naming the entry otherwise."""
+    if "model" not in payload:
+        raise ValueError("the checkpoint has no 'model' entry (the model description)")
+    try:
+        config = ModelConfig.from_dict(payload["model"])
+    except ValueError as e:
+        raise ValueError(f"the model description is not valid: {str(e).rstrip('.')}") from None
+    state = payload.get("state_dict")
+    if not isinstance(state, dict):
+        raise ValueError(f"the 'state_dict' entry (the weights) is a {type(state).__name__}, not a dict")
+    for name, value in state.items():
+        if not isinstance(name, str) or not isinstance(value, Tensor):
+            raise ValueError(f"the weights' entry {name!r:.60} is a {type(value).__name__}, not a tensor")
+    extras = {key: payload.get(key, {}) for key in ("training", "metrics")}
+    for key, value in extras.items():
+        if not isinstance(value, dict):
+            raise ValueError(f"the '{key}' entry is a {type(value).__name__}, not a dict")
+    return config, state, extras["training"], extras["metrics"]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointInfo]:
@@ -447,22 +567,26 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         (model, info): info.model is the ModelConfig, info.training and info.metrics plain data.
 
     Raises:
-        CheckpointError: see `read_checkpoint`, or the weights do not fit the described model.
+        CheckpointError: see `read_checkpoint`; or an entry missing or of the wrong type, a model
+            description that is not a valid ModelConfig, or weights that do not fit it. Weights
+            that are NaN load: `detviz.inference.Detector` refuses their outputs.
     """
     payload = read_checkpoint(path, map_location)
     try:
-        config = ModelConfig(**payload["model"])
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: the model description is not valid ({e}).") from None
+        config, state, training, metrics = _checked_contents(payload)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}; the file is damaged or was not written by detviz.") from None
     model = build_model(config)
     try:
-        model.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError) as e:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # torch lists every problem on its own line: show the first
+        problems = [line.strip() for line in str(e).splitlines()[1:] if line.strip()] or [str(e)]
+        more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
         raise CheckpointError(
-            f"{path}: the weights do not fit a {config.kind} / {config.backbone} model ({str(e)[:200]})."
+            f"{path}: the weights do not fit a {config.kind} / {config.backbone} model ({problems[0][:200]}{more})."
         ) from None
     model.to(map_location).eval()
-    return model, CheckpointInfo(config, payload.get("training", {}), payload.get("metrics", {}), str(path))
+    return model, CheckpointInfo(config, training, metrics, str(path))
 
 
 def compatibility_problems(info: CheckpointInfo, **expected: Any) -> list[str]:

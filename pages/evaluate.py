@@ -3,6 +3,7 @@ confused classes, a TIDE-style error breakdown, the worst images, a metric audit
 threshold surface."""
 
 import math
+from urllib.parse import urlencode
 
 import pandas as pd
 import streamlit as st
@@ -28,6 +29,7 @@ SURFACE_SCORES = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
 SURFACE_NMS = (0.3, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 WORST = 12
 SHOWN_SCORE = 0.25  # false positives drawn on the worst images' thumbnails
+PREDICTIONS_PATH = "predictions"  # the Predictions page's url_path in app.py
 
 
 def main() -> None:
@@ -47,7 +49,7 @@ def main() -> None:
         return
     classes = list(detector.classes)
     score, nms, max_dets, eval_iou, only = detection.threshold_sliders(classes, default_score=0.01)
-    live = detection.live_set(path, limit)
+    live = detection.live_set(path, limit, name)
     if live is None:
         return
     key = (str(path), file_stamp(path), live.index.source, len(live.index), score, nms, max_dets, eval_iou)
@@ -127,7 +129,7 @@ def _worst(breakdown, live, flat) -> None:
     counts = image_error_counts(breakdown)
     st.caption(f"The images with the weightiest mistakes: each missed object counts 1, each false positive its "
                f"score. Drawn: false positives scoring above {SHOWN_SCORE:g} (solid) and missed objects (dashed). "
-               "Open one to see it in Predictions at these thresholds.")  # fmt: skip
+               "Open one to see it in Predictions at these thresholds (in a new tab).")  # fmt: skip
     cols = st.columns(4)
     for n, i in enumerate(worst):
         record = live.index[i]
@@ -146,20 +148,26 @@ def _worst(breakdown, live, flat) -> None:
             if thumb is not None:
                 st.image(thumb)
             fp = int(wrong.sum())
-            st.page_link("pages/predictions.py", label=f"{record.image_id}: {fp} false above {SHOWN_SCORE:g}, "
-                                                       f"{int(counts[i, MISS])} missed",
-                         icon=":material/open_in_new:", query_params=_link(record.image_id))  # fmt: skip
+            st.link_button(f"{record.image_id}: {fp} false above {SHOWN_SCORE:g}, {int(counts[i, MISS])} missed",
+                           _link(record.image_id), icon=":material/open_in_new:", type="tertiary")  # fmt: skip
 
 
-def _link(image_id: str) -> dict[str, str]:
-    """The Predictions link for an image: this view's checkpoint (unless uploaded), dataset and thresholds."""
+def _link(image_id: str) -> str:
+    """The Predictions address of an image: this view's checkpoint (unless uploaded), dataset and thresholds.
+
+    A plain address, opened in a new tab (a new session), not an in-app `st.page_link`: when the
+    app navigates between pages in one session, Streamlit drops the query parameters bound to
+    widgets of the page being left, and Evaluate binds the same keys (ckpt, score, nms, ...) as
+    Predictions, so the image would open with Predictions' defaults. Relative, so it works under
+    any host and base path.
+    """
     params = {ui.IMAGE: image_id}
     for key in (ui.CHECKPOINT, ui.DATA_KIND, ui.VOC_DIR, ui.COCO_JSON, ui.COCO_IMAGES, ui.SPLIT, ui.SCORE, ui.NMS_IOU, ui.MAX_DETS,
                 ui.EVAL_IOU, ui.SUBSET):  # fmt: skip
         value = st.session_state.get(key)
         if value is not None and value not in ("", detection.UPLOAD):
             params[key] = str(value)
-    return params
+    return f"{PREDICTIONS_PATH}?{urlencode(params)}"
 
 
 @st.cache_resource(max_entries=8, show_spinner="Scoring the detections every way…")

@@ -1,9 +1,9 @@
 """Predictions & NMS: one image's detections under live thresholds, NMS step by step, and the
 dataset's mAP following the sliders."""
 
-import hashlib
 import json
 import math
+from typing import NamedTuple
 
 import pandas as pd
 import streamlit as st
@@ -12,7 +12,7 @@ import torch
 from detviz.evaluate import STATUS_NAMES, TP, coco_results, scale_flat, voc_map
 from detviz.explain import clicked_anchor
 from detviz.figures import class_scores_figure, detections_figure, pr_curves_figure
-from detviz.inference import to_pixels
+from detviz.inference import NonFiniteOutputs, to_pixels
 from detviz.postprocess import KEPT, OVER_LIMIT, SUPPRESSED, postprocess
 from pages import ui
 from pages.ui import detection
@@ -48,7 +48,13 @@ def main() -> None:
     classes = list(detector.classes)
     score, nms, max_dets, eval_iou, only = detection.threshold_sliders(classes)
 
-    trace, outcome, missed, gt_keep = _detections(detector, picture, score, nms, max_dets, eval_iou, only, scored)
+    try:
+        trace, outcome, missed, gt_keep = _detections(
+            detector, path, picture, score, nms, max_dets, eval_iou, only, scored
+        )
+    except NonFiniteOutputs as e:  # a checkpoint with NaN weights loads, but predicts nothing
+        st.error(detection.model_error(e, path, name))
+        return
     left, right = st.columns([3, 2])
     with left:
         step = _step_slider(trace, classes)
@@ -65,13 +71,13 @@ def main() -> None:
         else:
             st.info("No live mAP: the checkpoint's classes are not the dataset's.")
     if trace.status.numel():
-        _candidates(detector, picture, trace, outcome, classes, step)
+        _candidates(detector, path, picture, trace, outcome, classes, step)
 
 
-def _detections(detector, picture, score, nms, max_dets, eval_iou, only, scored):
+def _detections(detector, path, picture, score, nms, max_dets, eval_iou, only, scored):
     """The image's NMS trace (pixels), each candidate's outcome (-1: not a detection), the missed
     objects (None when not scored) and which objects are of the classes shown."""
-    logits, boxes = _raw_outputs(detector, picture)
+    logits, boxes = detection.raw_outputs(path, picture.image)
     (det,) = postprocess(logits, boxes, detector.anchors, score, nms, max_dets, coding=detector.coding,
                          return_trace=True)  # fmt: skip
     det = to_pixels(det, *picture.image.size)
@@ -103,16 +109,6 @@ def _image_metrics(trace, outcome, missed, scored) -> None:
         m[1].metric("True positives", counts[TP])
         m[2].metric("False positives", counts[1] + counts[2], help=f"{counts[2]} of them duplicates.")
         m[3].metric("Missed objects", int(missed.sum()), help="Difficult objects are never counted as missed.")
-
-
-@st.cache_resource(max_entries=32, show_spinner=False)
-def _outputs(detector_id: int, image_hash: str, _detector, _image):
-    return _detector.raw_outputs([_image])
-
-
-def _raw_outputs(detector, picture):
-    """The head's outputs for the picture (cached per loaded checkpoint and image content)."""
-    return _outputs(id(detector), hashlib.sha1(picture.image.tobytes()).hexdigest(), detector, picture.image)
 
 
 def _only(trace, labels: list[int]):
@@ -177,7 +173,15 @@ def _coco_json(live, score, nms, max_dets) -> str:
     counts = flat.det_start.diff().tolist()
     per_image = zip(flat.det_boxes.split(counts), flat.det_scores.split(counts), flat.det_labels.split(counts),
                     strict=True)  # fmt: skip
-    return json.dumps(coco_results([tuple(p) for p in per_image], live.index))
+    return json.dumps(coco_results([_ImageDetections(*p) for p in per_image], live.index))
+
+
+class _ImageDetections(NamedTuple):
+    """One image's detections as coco_results reads them: boxes (N, 4) pixel xyxy, scores, labels."""
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
 
 
 def _step_slider(trace, classes) -> int:
@@ -198,7 +202,7 @@ def _step_slider(trace, classes) -> int:
     return step
 
 
-def _candidates(detector, picture, trace, outcome, classes, step: int) -> None:
+def _candidates(detector, path, picture, trace, outcome, classes, step: int) -> None:
     st.subheader("Candidates, best score first")
     left, right = st.columns([3, 2])
     with left:
@@ -218,7 +222,7 @@ def _candidates(detector, picture, trace, outcome, classes, step: int) -> None:
     with right:
         selected = _selected(trace)
         if selected is not None:
-            _candidate_details(detector, picture, trace, selected, classes)
+            _candidate_details(detector, path, picture, trace, selected, classes)
         else:
             st.caption("Click a box's centre marker, or a row of the table, to see where the detection came from: "
                        "its anchor, the raw activations, the decoded box and its score for every class.")  # fmt: skip
@@ -244,8 +248,8 @@ def _pick_from_table() -> None:
     st.session_state[SELECTED] = int(rows[0]) if rows else None
 
 
-def _candidate_details(detector, picture, trace, k: int, classes) -> None:
-    logits, activations = _raw_outputs(detector, picture)
+def _candidate_details(detector, path, picture, trace, k: int, classes) -> None:
+    logits, activations = detection.raw_outputs(path, picture.image)
     a = int(trace.anchor[k])
     anchors = detector.anchors
     level = int(anchors.level[a])

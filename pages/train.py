@@ -43,6 +43,7 @@ from detviz.train.runs import (
     summary_row,
 )
 from pages import ui
+from pages.ui import detection
 
 ui.ensure_entrypoint()
 
@@ -473,7 +474,7 @@ def _show_training(run: RunFolder, status: dict, state: str) -> None:
     if finder:
         with st.expander(f"Learning-rate finder (this run picked {finder['suggestion']:.2g} with it)"):
             ui.show_figure(lr_finder_figure(finder), f"{name}-lr-find")
-    if run.checkpoint("best").is_file():
+    if f"{detection.RUN_PREFIX}{name}" in detection.run_checkpoints():  # a detector's best checkpoint
         st.page_link("pages/predictions.py", label=f"Open {name}'s best checkpoint in Predictions",
                      icon=":material/target:", query_params={ui.CHECKPOINT: f"run:{name}"})  # fmt: skip
 
@@ -494,8 +495,11 @@ def _show_lr_find(run: RunFolder, state: str) -> None:
         return
     ui.show_figure(lr_finder_figure(result), f"{run.path.name}-lr-find")
     rate = f"{result['suggestion']:.2g}"
-    st.markdown(f"Suggested learning rate: **{rate}** (where the smoothed loss is lowest, divided by 10; it falls "
-                f"fastest at {result['steepest']:.2g}).")  # fmt: skip
+    if result.get("warning"):
+        st.warning(f"Suggested learning rate: **{rate}**. {result['warning'][0].upper()}{result['warning'][1:]}")
+    else:
+        lowest = f"; the smoothed loss is lowest at {result['minimum']:.2g}" if result.get("minimum") else ""
+        st.markdown(f"Suggested learning rate: **{rate}** (where the smoothed loss falls fastest on its way down{lowest}).")  # fmt: skip
     st.button(f"Use {rate} in the form", icon=":material/input:", key=f"train-use-{run.path.name}",
               on_click=_use_rate, args=(rate,))  # fmt: skip
 
@@ -560,7 +564,8 @@ def _compare(runs: list) -> None:
         st.dataframe(pd.DataFrame(differences).T.astype(str), column_config={"_index": "setting"})
     elif len(chosen) > 1:
         st.caption("These runs have the same settings.")
-    links = [n for n in chosen if RunFolder(by_name[n].path).checkpoint("best").is_file()]
+    shown = detection.run_checkpoints()  # the runs Predictions offers: a detector with a best checkpoint
+    links = [n for n in chosen if f"{detection.RUN_PREFIX}{n}" in shown]
     for column, n in zip(st.columns(max(len(links), 1)), links, strict=False):
         column.page_link("pages/predictions.py", label=f"{n} in Predictions", icon=":material/target:",
                          query_params={ui.CHECKPOINT: f"run:{n}"})  # fmt: skip

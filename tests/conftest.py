@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,53 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DETVIZ_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
         yield
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers() -> Iterator[None]:
+    """Nothing a test starts or caches reaches the next one, whatever the order: the live pages'
+    NMS warm-up threads are stopped and joined, and Streamlit's caches (dataset indexes, models,
+    live sets, raw outputs) emptied. Only where a test brought those modules in."""
+    yield
+    detection = sys.modules.get("pages.ui.detection")
+    if detection is not None:
+        detection.stop_warming()
+    if "streamlit" in sys.modules:
+        import streamlit as st
+
+        st.cache_data.clear()
+        st.cache_resource.clear()
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A very small demo dataset (8 train + 4 val images) for training runs."""
+    return make_demo_dataset(tmp_path_factory.mktemp("tiny") / "d", n_train=8, n_val=4, seed=5, workers=1)
+
+
+def quick(tiny: Path, tmp_path: Path, **kwargs):
+    """A TrainConfig of a few seconds on the CPU (128 px, batch 4, two epochs of two steps)."""
+    from detviz.train import TrainConfig
+
+    base = {
+        "data": f"demo:{tiny}",
+        "image_size": 128,
+        "batch_size": 4,
+        "epochs": 2,
+        "lr": 1e-3,
+        "workers": 0,
+        "out": str(tmp_path / "runs"),
+        "augment": False,
+    }
+    return TrainConfig(**(base | kwargs))
+
+
+def wait_for(predicate: Callable[[], bool], seconds: float = 180.0, every: float = 0.2) -> None:
+    deadline = time.time() + seconds
+    while not predicate():
+        if time.time() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(every)
 
 
 @pytest.fixture(scope="session")

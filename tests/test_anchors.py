@@ -10,7 +10,9 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.ops import box_convert
 
 from detviz.anchors import (
+    MAX_ANCHOR_SIDE,
     MAX_ANCHORS,
+    MIN_ANCHOR_SIDE,
     PRESETS,
     AnchorConfig,
     AnchorShape,
@@ -172,3 +174,66 @@ def test_anchor_text_fields_round_trip() -> None:
 def test_bad_anchor_text_is_refused_with_the_field_named(fields: tuple[str, str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_anchor_text(*fields)
+
+
+# --- absurd and wrongly typed configs (issue 12) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        # each input is finite and positive: only the boxes they make are absurd
+        (
+            {"grids": (4,), "zooms": (1e30,)},
+            r"AnchorConfig.zooms and shapes: anchor shape 0 of level 0 \(4x4\) is 2.5e\+29 x 2.5e\+29 image sides; "
+            r".* use smaller zooms and shapes",
+        ),
+        ({"grids": (4,), "zooms": (1e40,)}, r"is 2.5e\+39 x 2.5e\+39 image sides"),  # inf in float32
+        ({"grids": (4, 2), "zooms": (1.0, 20.0)}, r"anchor shape 1 of level 0 \(4x4\) is 5 x 5 image sides"),
+        (
+            {"grids": (4,), "shapes": ((1.0, 1.0), (1e-30, 1.0))},
+            r"anchor shape 1 of level 0 \(4x4\) is 2.5e-31 x 0.25 image sides; .* use larger zooms and shapes",
+        ),
+        ({"grids": (1,), "level_shapes": (((1e30, 1.0),),)}, r"AnchorConfig.level_shapes: .* is 1e\+30 x 1 image"),
+        ({"grids": (4,), "steps": (1e30,)}, r"AnchorConfig.steps: .* centred up to 3.5e\+30 image sides away"),
+        ({"grids": (4,), "steps": (3.0,)}, r"AnchorConfig.steps: .* centred up to 10.5 image sides away \(step 3\)"),
+    ],
+)
+def test_configs_whose_boxes_are_absurd_are_refused(kwargs: dict, message: str) -> None:
+    config = AnchorConfig(**kwargs)
+    with pytest.raises(ValueError, match=message):
+        make_anchors(config)
+
+
+def test_anchor_side_bounds_are_inclusive() -> None:
+    """The largest and smallest allowed anchors are made, with exactly those sides."""
+    big = make_anchors(AnchorConfig(grids=(1,), zooms=(MAX_ANCHOR_SIDE,)))
+    torch.testing.assert_close(big.boxes, torch.tensor([[-1.5, -1.5, 2.5, 2.5]]))
+    small = make_anchors(AnchorConfig(grids=(1,), shapes=((MIN_ANCHOR_SIDE * 1.01, 1.0),)))
+    assert float(small.sizes[0, 0]) == pytest.approx(MIN_ANCHOR_SIDE * 1.01, rel=1e-3)
+    for preset in PRESETS.values():
+        assert float((make_anchors(preset).sizes).max()) <= MAX_ANCHOR_SIDE
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"grids": 4}, r"AnchorConfig.grids must be a list, got int 4"),
+        ({"grids": (4,), "zooms": "1"}, r"AnchorConfig.zooms must be a list, got str '1'"),
+        ({"grids": (4,), "zooms": (None,)}, r"AnchorConfig.zooms must hold numbers, got NoneType None"),
+        ({"grids": (4,), "zooms": ("1.5",)}, r"AnchorConfig.zooms must hold numbers, got str '1.5'"),
+        ({"grids": (4,), "shapes": ((1.0,),)}, r"AnchorConfig.shapes must hold \(width, height\) pairs"),
+        ({"grids": (4,), "shapes": (1.0,)}, r"AnchorConfig.shapes must be a list, got float 1.0"),
+        ({"grids": (1,), "level_shapes": ((("a", 1),),)}, r"AnchorConfig.level_shapes must hold numbers"),
+        ({"grids": (4,), "steps": (None,)}, r"AnchorConfig.steps must hold numbers"),
+        ({"grids": (4,), "clip": "yes"}, r"AnchorConfig.clip must be true or false, got 'yes'"),
+    ],
+)
+def test_wrongly_typed_fields_are_a_value_error_naming_the_field(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AnchorConfig(**kwargs)
+
+
+def test_plain_data_that_is_not_a_dict() -> None:
+    with pytest.raises(ValueError, match=r"AnchorConfig as plain data must be a dict of its fields, got list"):
+        AnchorConfig.from_dict(["grids", "zooms"])  # type: ignore[arg-type]

@@ -178,7 +178,7 @@ def test_overview_then_browse_then_open_an_image(page, server: str, demo_root: P
 
 def _open_page(page, title: str, heading: str) -> None:
     page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
-    page.get_by_role("heading", name=heading).wait_for(timeout=WAIT_MS)
+    page.get_by_role("heading", name=heading, exact=True).wait_for(timeout=WAIT_MS)
     _settled(page)
     _no_exception(page)
 

@@ -59,9 +59,29 @@ def test_ground_truth_figure_draws_one_shape_per_box_at_pixel_edges() -> None:
     assert image_trace.type == "image" and image_trace.source.startswith("data:image/jpeg;base64,")
     assert (image_trace.x0, image_trace.y0) == (0.5, 0.5)  # pixel c spans [c, c + 1]
     assert list(fig.layout.xaxis.range) == [0, 80] and list(fig.layout.yaxis.range) == [60, 0]
-    hover = [t for t in fig.data if t.type == "scatter"]
-    assert len(hover) == 2 and "1: cat" in hover[0].hovertemplate and "difficult" in hover[1].hovertemplate
-    assert "30 x 25 px" in hover[0].hovertemplate
+    hover = [_fill_hover_text(t) for t in fig.data if t.type == "scatter"]
+    assert len(hover) == 2 and "1: cat" in hover[0] and "difficult" in hover[1]
+    assert "30 x 25 px" in hover[0]
+
+
+def _fill_hover_text(trace) -> str:
+    """What plotly.js shows when the pointer is inside a trace hovering on its fill: never the
+    hovertemplate (src/traces/scatter/hover.js sets it to false), but the trace's text when
+    that is one string, else its name; and only that text when hoverinfo is "text"."""
+    assert trace.hoveron == "fills" and trace.fill == "toself"
+    assert trace.hoverinfo == "text", "other hoverinfo flags add the trace name beside the text"
+    return trace.text if isinstance(trace.text, str) else trace.name
+
+
+def test_ground_truth_hover_on_the_fill_shows_box_size_and_flags() -> None:
+    boxes = torch.tensor([[10.5, 5.0, 40.0, 30.25], [0.0, 0.0, 80.0, 60.0]])
+    fig = ground_truth_figure(
+        _image(), boxes, torch.tensor([1, 0]), CLASSES, difficult=torch.tensor([True, False]),
+        truncated=torch.tensor([True, False]),
+    )  # fmt: skip
+    first, second = (_fill_hover_text(t) for t in fig.data if t.type == "scatter")
+    assert first == "<b>1: dog</b><br>box (10.5, 5, 40, 30.25) px<br>29.5 x 25.25 px<br>difficult, truncated"
+    assert second == "<b>2: cat</b><br>box (0, 0, 80, 60) px<br>80 x 60 px"
 
 
 def test_emphasis_fades_the_other_boxes() -> None:
@@ -340,6 +360,21 @@ def test_nms_step_through_draws_only_decided_candidates_and_links_the_suppressor
     assert link and list(link[0].x) == [32.0, 30.0]  # from candidate 1's centre to candidate 0's
     selected = detections_figure(_image(), trace, CLASSES, selected=2)
     assert _traces(selected, "candidate 2") and not _traces(selected, "suppressed by candidate 0")
+
+
+def test_to_pixels_scales_x_by_width_and_y_by_height() -> None:
+    from detviz.inference import to_pixels
+    from detviz.postprocess import KEPT, SUPPRESSED, Detections, NMSTrace
+
+    boxes = torch.tensor([[0.1, 0.2, 0.5, 0.9], [0.0, 0.5, 1.0, 1.0]])
+    trace = NMSTrace(boxes=boxes, scores=torch.tensor([0.9, 0.8]), labels=torch.tensor([0, 1]),
+                     anchor=torch.tensor([3, 7]), status=torch.tensor([KEPT, SUPPRESSED]),
+                     suppressed_by=torch.tensor([-1, 0]), suppression_iou=torch.tensor([0.0, 0.6]))  # fmt: skip
+    det = Detections(boxes[:1], torch.tensor([0.9]), torch.tensor([0]), torch.tensor([3]), trace)
+    pixels = to_pixels(det, 200, 100)  # a wide image: x by 200, y by 100
+    assert pixels.boxes.tolist() == [[20.0, 20.0, 100.0, 90.0]]
+    assert pixels.trace.boxes.tolist() == [[20.0, 20.0, 100.0, 90.0], [0.0, 50.0, 200.0, 100.0]]
+    assert pixels.scores is det.scores and pixels.trace.suppressed_by.tolist() == [-1, 0]
 
 
 def test_pr_curves_hover_shows_the_score_threshold() -> None:

@@ -3,10 +3,13 @@ input of issue 8 (the Train page has its own file)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import pickle
 import shutil
 from pathlib import Path
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qs, parse_qsl
 
 import pytest
 import torch
@@ -179,7 +182,7 @@ def test_evaluate_every_tab(shipped: Path) -> None:
     audit = at.table[0].value
     assert len(audit) == 8 and audit["protocol"].iloc[0] == "VOC07 11-point"
     assert float(audit["mAP"].iloc[6]) <= float(audit["mAP"].iloc[5])  # COCO's strict IoUs never raise AP
-    links = [e for e in at.get("page_link")]
+    links = [e for e in at.get("link_button")]
     assert links, "the worst images open in Predictions"
     at.multiselect(key="only").set_value(["disc", "ring"]).run()
     assert list(at.dataframe[0].value["class"]) == ["disc", "ring"]
@@ -196,8 +199,8 @@ def test_evaluate_needs_a_fitting_checkpoint(data_root: Path) -> None:
 
 def test_worst_image_link_opens_it_in_predictions(shipped: Path) -> None:
     at = run_app(EVALUATE, split="val")
-    link = at.get("page_link")[0]
-    params = dict(parse_qsl(link.proto.query_string))
+    link = at.get("link_button")[0]  # a new tab: tests/test_evaluate_page.py says why
+    params = dict(parse_qsl(link.proto.url.partition("?")[2]))
     assert params["ckpt"] == SHIPPED and params["split"] == "val" and "image" in params
     image = params["image"]
     at = run_app(PREDICTIONS, **params)
@@ -222,3 +225,176 @@ def test_a_missing_image_file_is_an_error_not_a_crash(shipped: Path, demo_root: 
     (copy / "JPEGImages" / f"{image_id}.jpg").unlink()
     at = run_app(PREDICTIONS, data="voc", voc=str(copy), image=image_id)
     assert any(image_id in e for e in texts(at.error)) or any(image_id in w for w in texts(at.warning))
+
+
+# --- issue 12: what the pages show matches what the library computes ---------------------------
+
+
+@pytest.fixture
+def media_files(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The media-file managers of the AppTest runs after this point (AppTest makes one per run and
+    drops it after), so a test can run a deferred download's callable as a click would."""
+    import streamlit.testing.v1.app_test as app_test
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    made = []
+
+    class Recording(MediaFileManager):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(app_test, "MediaFileManager", Recording)
+    return made
+
+
+def _download(media_files: list, button) -> bytes:
+    """The bytes a click on the (deferred) download button gets."""
+    from streamlit.runtime.media_file_storage import MediaFileStorageError
+
+    file_id = button.proto.deferred_file_id
+    assert file_id, "a download generated on click"
+    manager = media_files[-1]  # the last run's, which drew the button
+    try:
+        url = manager.execute_deferred(file_id)
+    except MediaFileStorageError as e:
+        pytest.fail(f"the download failed: {e}")
+    return manager.read_file(Path(url).stem).content
+
+
+def test_coco_results_download_holds_the_detections_in_pixel_xywh(shipped: Path, demo_root: Path, media_files) -> None:
+    from pycocotools.coco import COCO
+
+    from detviz.data import load_image, read_voc
+    from detviz.inference import Detector
+
+    at = run_app(PREDICTIONS, split="val", score="0.3", nms="0.5", maxdet="20")
+    (button,) = [b for b in at.get("download_button") if b.proto.label == "Detections (COCO results json)"]
+    results = json.loads(_download(media_files, button))
+
+    index = read_voc(demo_root, split="val")
+    annotations = []
+    for r in index:
+        for (x1, y1, x2, y2), label in zip(r.boxes.tolist(), r.labels.tolist(), strict=True):
+            annotations.append({"id": len(annotations) + 1, "image_id": int(r.image_id), "iscrowd": 0,
+                                "category_id": label + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                                "area": (x2 - x1) * (y2 - y1)})  # fmt: skip
+    gt = COCO()
+    gt.dataset = {
+        "images": [{"id": int(r.image_id), "width": r.width, "height": r.height} for r in index],
+        "annotations": annotations,
+        "categories": [{"id": c + 1, "name": n} for c, n in enumerate(index.classes)],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        dt = gt.loadRes(results)  # refuses image ids the ground truth does not have
+    detector = Detector.from_checkpoint(shipped)
+    found = 0
+    for record in index:
+        (det,) = detector.detect([load_image(record.image_path)], score_threshold=0.3, nms_iou=0.5, max_detections=20)
+        anns = sorted(dt.loadAnns(dt.getAnnIds(imgIds=[int(record.image_id)])), key=lambda a: -a["score"])
+        assert len(anns) == len(det.boxes)
+        x1, y1, x2, y2 = det.boxes.double().unbind(1)
+        expected = torch.stack([x1, y1, x2 - x1, y2 - y1], 1)
+        assert torch.tensor([a["bbox"] for a in anns], dtype=torch.float64).reshape(-1, 4) == pytest.approx(
+            expected, abs=0.01
+        )
+        assert [a["category_id"] for a in anns] == (det.labels + 1).tolist()
+        assert [a["score"] for a in anns] == pytest.approx(det.scores.tolist(), abs=1e-4)
+        assert [a["area"] for a in anns] == pytest.approx((expected[:, 2] * expected[:, 3]).tolist(), rel=1e-3)
+        found += len(anns)
+    assert found > 0
+
+
+def _largest_run(runs: Path, name: str) -> Path:
+    """A run folder whose best checkpoint is the lesson's largest-object classifier."""
+    config = ModelConfig(kind="largest", class_names=tuple(DEMO_CLASS_NAMES), image_size=64, anchors=None)
+    run = RunFolder.create(runs, TrainConfig(model="largest"), name)
+    torch.save(checkpoint_payload(build_model(config), config), run.checkpoint("best"))
+    run.write_status(state="finished")
+    return run.path
+
+
+def test_only_detectors_are_offered_and_a_link_to_another_kind_says_why(data_root: Path) -> None:
+    _largest_run(data_root / "runs", "biggest")
+    ssd = RunFolder.create(data_root / "runs", TrainConfig(), "boxes")
+    _checkpoint(ssd.checkpoint("best"))
+    at = run_app(PREDICTIONS, split="val")
+    assert at.selectbox(key="ckpt").options == ["run:boxes", "upload a checkpoint…"]
+    assert not at.error
+
+    at = run_app(PREDICTIONS, ckpt="run:biggest", split="val")
+    assert any("run:biggest is a largest model, not a detector" in w for w in texts(at.warning)), texts(at.warning)
+    assert at.selectbox(key="ckpt").value == "run:boxes" and not at.error
+
+    train = run_app("pages/train.py", train_view="Watch", run="biggest")
+    assert not [link for link in train.get("page_link") if "in Predictions" in link.proto.label]
+    train = run_app("pages/train.py", train_view="Watch", run="boxes")
+    assert [link for link in train.get("page_link") if "in Predictions" in link.proto.label]
+
+
+def test_copy_link_follows_a_slider_in_the_same_run(shipped: Path) -> None:
+    at = run_app(PREDICTIONS, split="val")
+    at.slider(key="score").set_value(0.5).run()
+    (link,) = [c.value for c in at.code if "?" in c.value]
+    params = dict(parse_qsl(link.split("?", 1)[1]))
+    assert params["score"] == "0.5" and params["split"] == "val"
+    at.slider(key="nms").set_value(0.7).run()
+    (link,) = [c.value for c in at.code if "?" in c.value]
+    params = dict(parse_qsl(link.split("?", 1)[1]))
+    assert params["nms"] == "0.7" and params["score"] == "0.5"
+    at.multiselect(key="only").set_value(["disc", "ring"]).run()
+    (link,) = [c.value for c in at.code if "?" in c.value]
+    assert parse_qsl(link.split("?", 1)[1]).count(("only", "ring")) == 1 and "only=disc" in link
+    reopened = run_app(PREDICTIONS, **parse_qs(link.split("?", 1)[1]))
+    assert reopened.slider(key="nms").value == 0.7 and reopened.multiselect(key="only").value == ["disc", "ring"]
+    assert not reopened.warning
+
+
+def test_raw_outputs_are_cached_per_checkpoint_file_and_image(tmp_path: Path) -> None:
+    """Not per loaded model object: once the model cache drops one, its id() can come back for
+    another checkpoint, and an id-keyed cache would serve the first model's outputs."""
+    import os
+
+    from PIL import Image
+
+    from detviz.inference import Detector
+    from pages.ui import detection
+
+    image = Image.new("RGB", (120, 90), (90, 140, 60))
+    first, second = _checkpoint(tmp_path / "a.pt", class_bias=2.0), _checkpoint(tmp_path / "b.pt", class_bias=-3.0)
+    for path in (first, second, first):
+        logits, boxes = detection.raw_outputs(path, image)
+        expected_logits, expected_boxes = Detector.from_checkpoint(path).raw_outputs([image])
+        assert torch.equal(logits, expected_logits) and torch.equal(boxes, expected_boxes)
+    assert not torch.equal(detection.raw_outputs(first, image)[0], detection.raw_outputs(second, image)[0])
+
+    _checkpoint(first, class_bias=-1.0)  # the same file trained further: a new modification time
+    stamp = os.stat(first).st_mtime_ns + 10**9
+    os.utime(first, ns=(stamp, stamp))
+    assert torch.equal(detection.raw_outputs(first, image)[0], Detector.from_checkpoint(first).raw_outputs([image])[0])
+    other = Image.new("RGB", (120, 90), (10, 10, 200))  # another image: its own outputs
+    assert torch.equal(detection.raw_outputs(first, other)[0], Detector.from_checkpoint(first).raw_outputs([other])[0])
+
+
+def test_warm_up_threads_stop_when_asked(shipped: Path) -> None:
+    import threading
+
+    from pages.ui import detection
+
+    run_app(PREDICTIONS, split="val")  # the live mAP warms the other NMS values in a thread
+    assert detection.stop_warming() == 1
+    assert not [t for t in threading.enumerate() if t.name == "warm NMS"]
+    assert detection.stop_warming() == 0
+
+
+def test_link_params_spell_widget_values_as_the_address_does() -> None:
+    from pages.ui import link_params, url_values
+
+    assert url_values(True) == ["true"] and url_values(5.0) == ["5"] and url_values(0.45) == ["0.45"]
+    assert url_values(None) == [] and url_values("") == [] and url_values(["a", "b"]) == ["a", "b"]
+    query = {"split": ["val"], "score": ["0.25"], "zoom": ["2"]}  # the address, one move behind
+    widgets = {"score": 0.5, "only": ["disc", "ring"], "anchor": None, "split": "val"}
+    assert link_params(query, widgets) == [
+        ("split", "val"), ("score", "0.5"), ("zoom", "2"), ("only", "disc"), ("only", "ring"),
+    ]  # fmt: skip

@@ -3,8 +3,10 @@ path, the lesson's numbers, and each bad input of issue 7."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_voc, voc_xml
@@ -324,3 +326,41 @@ def test_links_use_readable_values(data_root: Path) -> None:
     assert at.slider(key=ui.ROW).value == 3 and at.slider(key=ui.COL).value == 4
     at = _app(LOSSES, lossview="box loss", level="2x2")
     assert not at.warning and at.radio(key=ui.LOSS_VIEW).value == "box loss"
+
+
+def _curves(at) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name -> (x, y) of each trace of the Losses page's first figure (the loss curves)."""
+    import json
+
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+
+    def array(v) -> np.ndarray:  # plotly writes numpy arrays as typed arrays: {"dtype", "bdata"}
+        if isinstance(v, dict):
+            return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
+        return np.asarray(v, dtype=np.float64)
+
+    return {t["name"]: (array(t["x"]), array(t["y"])) for t in spec["data"]}
+
+
+def _focal_reference(p_t: np.ndarray, alpha: float, gamma: float, positive: bool) -> np.ndarray:
+    """torchvision's sigmoid focal loss of one element whose right answer has probability p_t."""
+    from torchvision.ops import sigmoid_focal_loss
+
+    p = torch.from_numpy(p_t.astype(np.float64))
+    logit = torch.log(p / (1 - p))
+    inputs, targets = (logit, torch.ones_like(p)) if positive else (-logit, torch.zeros_like(p))
+    return sigmoid_focal_loss(inputs, targets, alpha=alpha, gamma=gamma, reduction="none").numpy()
+
+
+def test_losses_alpha_moves_the_focal_curves(data_root: Path) -> None:
+    at = _app(LOSSES)
+    for alpha in (0.25, 0.6):
+        if alpha != 0.25:
+            at.slider(key=ui.ALPHA).set_value(alpha).run()
+        curves = _curves(at)
+        p, positive = curves[f"focal, object class (alpha {alpha:g})"]
+        _, background = curves[f"focal, background (1 - alpha = {1 - alpha:g})"]
+        assert p == pytest.approx(np.linspace(0.005, 0.995, 199))
+        assert positive == pytest.approx(_focal_reference(p, alpha, 2.0, True), rel=1e-4)
+        assert background == pytest.approx(_focal_reference(p, alpha, 2.0, False), rel=1e-4)
+    assert positive != pytest.approx(_focal_reference(p, 0.25, 2.0, True), rel=1e-2)  # it moved

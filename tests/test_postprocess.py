@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torchvision.ops import batched_nms, box_iou
 
@@ -71,7 +71,7 @@ def test_trace_says_what_a_greedy_nms_says(seed: int, iou: float, max_det: int) 
     logits, acts = _outputs(seed, b=1)
     det = postprocess(logits, acts, MULTI, 0.2, iou, max_det, return_trace=True)[0]
     t = det.trace
-    assert len(set(t.scores.tolist())) == t.scores.numel()  # random scores: no ties
+    assume(len(set(t.scores.tolist())) == t.scores.numel())  # the greedy reference needs no ties (rare, 1 seed in ~50)
     kept, removed = _greedy_nms(t.boxes, t.scores, t.labels, iou)
     assert sorted(torch.nonzero(t.status != SUPPRESSED).flatten().tolist()) == sorted(kept)
     for j, (k, overlap) in removed.items():

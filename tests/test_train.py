@@ -8,45 +8,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import quick, wait_for
 
-from detviz.data import make_demo_dataset
 from detviz.train import RunFolder, TrainConfig, TrainingError, cancel, fit, launch, list_runs, one_cycle
 from detviz.train import runs as runs_module
 from detviz.train.__main__ import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_demo_dataset(tmp_path_factory.mktemp("tiny") / "d", n_train=8, n_val=4, seed=5, workers=1)
-
-
-def quick(tiny: Path, tmp_path: Path, **kwargs) -> TrainConfig:
-    base = {
-        "data": f"demo:{tiny}",
-        "image_size": 128,
-        "batch_size": 4,
-        "epochs": 2,
-        "lr": 1e-3,
-        "workers": 0,
-        "out": str(tmp_path / "runs"),
-        "augment": False,
-    }
-    return TrainConfig(**(base | kwargs))
-
-
-def wait_for(predicate, seconds: float = 120.0) -> None:
-    deadline = time.time() + seconds
-    while not predicate():
-        if time.time() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.2)
 
 
 def test_one_cycle_is_a_pure_function_of_position() -> None:
@@ -216,7 +188,10 @@ def test_launched_run_finishes_on_its_own(tiny: Path, tmp_path: Path) -> None:
 def test_bad_settings_are_refused_before_anything_runs(tiny: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"--backbone must be one of small, resnet18, resnet34, resnet50, got 'vgg'"):
         quick(tiny, tmp_path, backbone="vgg").validate()
-    with pytest.raises(ValueError, match=r"--anchors must be one of , lesson_4x4, lesson_multiscale, ssd300, got 'x'"):
+    with pytest.raises(
+        ValueError,
+        match=r"--anchors must be one of lesson_4x4, lesson_multiscale, ssd300 \(or leave it out for the model.s default\), got 'x'",
+    ):
         quick(tiny, tmp_path, anchors="x").validate()
     with pytest.raises(ValueError, match=r"--loss must be one of bce, focal, got 'l2'"):
         quick(tiny, tmp_path, loss="l2").validate()

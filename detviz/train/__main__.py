@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import signal
 import sys
 import time
+import traceback
 from typing import NoReturn
 
 from tqdm import tqdm
@@ -87,8 +89,8 @@ def _learning_rate(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"the learning rate must be positive, got {text}")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"the learning rate must be a positive finite number or auto, got {text}")
     return value
 
 
@@ -147,30 +149,48 @@ def _find_lr_job(run: RunFolder, config: TrainConfig) -> int:
         signal.signal(signal.SIGTERM, previous)
     run.write_status(state="finished", finished=time.time(), progress=1.0, suggestion=result["suggestion"])
     run.log("finished")
-    print(f"suggested learning rate: {result['suggestion']:.3g} (steepest fall at {result['steepest']:.3g})")
+    print(_suggestion_line(result))
     return 0
+
+
+def _suggestion_line(result: dict) -> str:
+    return f"suggested learning rate: {result['suggestion']:.3g}" + (
+        f" ({result['warning']})" if result.get("warning") else ""
+    )
 
 
 def _mark_failed(run: RunFolder | None, message: str) -> None:
     """A run folder whose process stops on an error before (or without) the engine saying so
     is marked failed with the message, so a page shows why at once. Only a folder this process
-    was started for (its pid, or none yet): another process's running run is left alone."""
-    if run is None or not run.exists():
+    owns (holds its lock): another process's run is left alone."""
+    if run is None or not run.owned() or not run.exists():
         return
-    status = run.read_status()
-    if status.get("state") in LIVE_STATES and status.get("pid") in (None, os.getpid()):
+    if run.read_status().get("state") in LIVE_STATES:
         run.write_status(state="failed", error=message, finished=time.time())
         run.log(f"failed: {message}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    owned: list[RunFolder] = []  # run folders this call locked
+    try:
+        return _main(args, owned)
+    finally:
+        for run in owned:  # the system releases them at exit anyway; main() may run in-process
+            run.unlock()
+
+
+def _main(args: argparse.Namespace, owned: list[RunFolder]) -> int:
     run: RunFolder | None = None
+    main_process = int(os.environ.get("RANK", 0)) == 0  # under torchrun, rank 0 owns the run folder
     try:
         if args.resume or args.run_dir:
             run = RunFolder(args.resume or args.run_dir)
             if not run.exists():
                 raise ValueError(f"{run.path}: not a run folder (no config.json).")
+            if main_process:
+                run.lock()  # before reading its state: two --resume at once, one runs
+                owned.append(run)
             state = run.state()
             if args.resume and state in ("running", "finished"):
                 raise ValueError(f"{run.path}: the run is {state}; only a stopped run can be resumed.")
@@ -186,14 +206,13 @@ def main(argv: list[str] | None = None) -> int:
             config = TrainConfig(**values)
             config.validate()
             if args.find_lr:
-                result = find_lr(prepare(config))
-                print(
-                    f"suggested learning rate: {result['suggestion']:.3g} (steepest fall at {result['steepest']:.3g})"
-                )
+                print(_suggestion_line(find_lr(prepare(config))))
                 return 0
             processes = start_processes(resolve_device(config.device))
-            run = RunFolder.create(config.out, config, config.name) if processes.main else None
-            if run is not None:
+            if processes.main:
+                run = RunFolder.create(config.out, config, config.name)
+                run.lock()
+                owned.append(run)
                 print(f"run folder: {run.path}")
             progress = fit(config, run, [TqdmCallback()])
     except Cancelled:
@@ -201,8 +220,14 @@ def main(argv: list[str] | None = None) -> int:
         return 143
     except (ValueError, TrainingError, DataError, CheckpointError, RuntimeError, OSError) as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if args.run_dir:
-            _mark_failed(run, message)
+        _mark_failed(run, message)
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug, not a bad input: one line here, the traceback in the run's log
+        message = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+        if run is not None and run.owned():
+            run.log(traceback.format_exc())
+        _mark_failed(run, message)
         print(f"error: {message}", file=sys.stderr)
         return 1
     if run is not None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from detviz.anchors import PRESETS
+from detviz.checks import DEVICES
 from detviz.losses import CLASSIFICATIONS, NORMALIZATIONS
 from detviz.models import BACKBONES, MODEL_KINDS
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -62,28 +63,43 @@ class TrainConfig:
         choices = {
             "model": MODEL_KINDS,
             "backbone": BACKBONES,
-            "anchors": ("", *PRESETS),
+            "anchors": tuple(PRESETS),
             "loss": CLASSIFICATIONS,
             "normalization": NORMALIZATIONS,
         }
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
+            value = getattr(self, name)
+            if value not in allowed and not (name == "anchors" and value == ""):
+                default = " (or leave it out for the model's default)" if name == "anchors" else ""
                 raise ValueError(
-                    f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}."
+                    f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}{default}, got {value!r}."
                 )
-        if not (self.device in DEVICES or self.device.startswith("cuda:")):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}.")
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"--alpha must be in [0, 1] (the weight of the positive class), got {self.alpha}.")
+        if self.gamma < 0:
+            raise ValueError(f"--gamma must be 0 or more (0 turns focal loss into weighted BCE), got {self.gamma}.")
+        if not (self.device in DEVICES or re.fullmatch(r"cuda:\d+", self.device)):
             raise ValueError(f"--device must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}.")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "image_size": self.image_size}
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}.")
-        if self.lr < 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.max_steps < 0:
-            raise ValueError("--lr, --weight-decay, --grad-clip and --max-steps cannot be negative.")
+        for name in ("lr", "weight_decay", "grad_clip", "max_steps", "freeze_epochs", "val_score_threshold"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} cannot be negative, got {getattr(self, name)}.")
+        if self.workers < -1:
+            raise ValueError(f"--workers must be -1 (automatic) or 0 and more, got {self.workers}.")
         if not 0 < self.iou_threshold <= 1:
             raise ValueError(f"--iou-threshold must be in (0, 1], got {self.iou_threshold}.")
         if not 0 <= self.dropout < 1 or not 0 < self.warmup < 1:
             raise ValueError("--dropout must be in [0, 1) and --warmup in (0, 1).")
-        if self.lr_divisors and (len(self.lr_divisors) != 3 or min(self.lr_divisors) <= 0):
+        if self.lr_divisors and (
+            len(self.lr_divisors) != 3 or not all(math.isfinite(d) and d > 0 for d in self.lr_divisors)
+        ):
             raise ValueError(f"--lr-divisors takes three positive numbers, got {self.lr_divisors}.")
         if self.pretrained and self.backbone == "small":
             raise ValueError("--pretrained needs a ResNet backbone; the small one trains from scratch.")
@@ -112,14 +128,40 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
+        """The config a to_dict() (a config.json) holds. Settings it lacks take their defaults.
+
+        Raises:
+            ValueError: an unknown setting, or a value of the wrong type (naming the setting).
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(data) - set(fields)
         if unknown:
             raise ValueError(f"unknown training settings {sorted(unknown)}.")
-        values = dict(data)
-        if "lr_divisors" in values:
-            values["lr_divisors"] = tuple(values["lr_divisors"])
-        return cls(**values)
+        return cls(**{name: _typed(name, str(fields[name].type), value) for name, value in data.items()})
+
+
+_TYPE_NAMES = {"bool": "true or false", "int": "a whole number", "float": "a number", "str": "a text"}
+
+
+def _typed(name: str, kind: str, value: Any) -> Any:
+    """`value` as the field's type (an int is a fine float, a list a fine tuple); ValueError
+    naming the setting otherwise. bool is not a number here (json's true is no epoch count)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind.startswith("tuple"):
+        if isinstance(value, list | tuple) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        ):
+            return tuple(float(v) for v in value)
+        raise ValueError(f"setting {name!r} must be a list of numbers, got {value!r}.")
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": number,
+        "str": isinstance(value, str),
+    }[kind]
+    if not ok:
+        raise ValueError(f"setting {name!r} must be {_TYPE_NAMES[kind]}, got {value!r}.")
+    return float(value) if kind == "float" else value
 
 
 def cli_command(config: TrainConfig, gpus: int = 1) -> list[str]:

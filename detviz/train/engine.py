@@ -8,7 +8,9 @@ CLI, the run folder for the app). Under torchrun it trains with DistributedDataP
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -24,13 +26,14 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from detviz import checks
 from detviz.anchors import PRESETS, Anchors, make_anchors
 from detviz.data import DatasetIndex
 from detviz.data.dataset import DetectionDataset, LargestObjectDataset, MultiLabelDataset, collate_detection
 from detviz.data.spec import open_dataset
 from detviz.evaluate import voc_map
 from detviz.losses import largest_object_loss, multilabel_loss, ssd_loss
-from detviz.models import ModelConfig, build_model, checkpoint_payload, read_checkpoint
+from detviz.models import DETECTOR_KINDS, CheckpointError, ModelConfig, build_model, checkpoint_payload, read_checkpoint
 from detviz.postprocess import postprocess
 from detviz.train.config import TrainConfig
 from detviz.train.runs import RunFolder, atomic_torch_save, atomic_write
@@ -39,6 +42,8 @@ LOG_EVERY = 10  # steps between metric lines
 DIV_START = 25.0  # one-cycle: start at peak / 25 (fastai's div)
 DIV_END = 1e4  # ... and end at peak / 1e4 (fastai's final_div)
 MOMENTUM = (0.95, 0.85)  # AdamW beta1 cycles from 0.95 down to 0.85 and back, against the rate
+DIVERGENCE_FACTOR = 1e3  # a step loss this many times the run's first losses has diverged
+DIVERGENCE_REFERENCE_STEPS = 5  # ... the mean of this many first steps (of this process) is the reference
 
 
 class TrainingError(RuntimeError):
@@ -74,24 +79,10 @@ def one_cycle(position: float, warmup: float = 0.25) -> tuple[float, float]:
 
 def resolve_device(name: str) -> torch.device:
     """auto: CUDA, else MPS, else CPU. Raises TrainingError for a device that is not there."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TrainingError(
-                "--device cuda was asked for, but this machine has no CUDA GPU; use --device cpu or auto."
-            )
-        index = int(name.split(":")[1]) if ":" in name else int(os.environ.get("LOCAL_RANK", 0))
-        if index >= torch.cuda.device_count():
-            raise TrainingError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s).")
-        return torch.device("cuda", index)
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise TrainingError("--device mps was asked for, but MPS is not available here.")
-    return torch.device(name)
+    try:
+        return checks.resolve_device(name)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -114,6 +105,14 @@ def start_processes(device: torch.device) -> Processes:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Processes(dist.get_rank(), dist.get_world_size())
+
+
+def _loader_worker_init(_: int) -> None:
+    """Data-loading workers ignore SIGTERM: a cancel signals the run's whole process group, and a
+    worker killed by it would fail the run ("DataLoader worker ... killed by signal") instead
+    of letting the main process save a checkpoint and end "cancelled". A worker still ends
+    with its main process (PyTorch's workers watch it)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def seed_everything(seed: int) -> None:
@@ -303,6 +302,9 @@ class RunFolderCallback(Callback):
             total_steps=p.total_steps,
             device=str(self.device),
             error="",
+            best=p.best,
+            step=p.step,
+            epoch=p.epoch,
         )
         self.run.log(f"training on {self.device}: {p.epochs} epochs, {p.total_steps} steps")
 
@@ -373,11 +375,11 @@ def prepare(config: TrainConfig, processes: Processes | None = None) -> Setup:
         backbone=config.backbone,
         class_names=tuple(train_index.classes),
         image_size=config.image_size,
-        anchors=anchors.to_dict() if config.model.startswith("ssd") else None,
+        anchors=anchors.to_dict() if config.model in DETECTOR_KINDS else None,
         dropout=config.dropout,
     )
     model = build_model(model_config, pretrained=config.pretrained)
-    if config.model.startswith("ssd"):
+    if config.model in DETECTOR_KINDS:
         task: Task = SSDTask(
             config, make_anchors(model_config.anchor_config()).to(device), model_config.num_classes, processes.world
         )
@@ -403,6 +405,7 @@ def prepare(config: TrainConfig, processes: Processes | None = None) -> Setup:
         collate_fn=task.collate(),
         persistent_workers=workers > 0,
         pin_memory=device.type == "cuda",
+        worker_init_fn=_loader_worker_init,
     )
     val_loader = None
     if val_index is not None and processes.main:
@@ -412,6 +415,7 @@ def prepare(config: TrainConfig, processes: Processes | None = None) -> Setup:
             shuffle=False,
             num_workers=workers,
             collate_fn=task.collate(),
+            worker_init_fn=_loader_worker_init,
         )
     model.to(device)
     if config.channels_last:
@@ -433,34 +437,41 @@ def fit(
 ) -> Progress:
     """Trains a model as the config says; writes `run` (on the main process) if given.
 
-    Returns the final Progress. Raises TrainingError (NaN loss, disk full, ...) after marking the
-    run failed, and Cancelled after saving a checkpoint and marking it cancelled.
+    Returns the final Progress. Raises TrainingError (NaN or exploding loss, disk full, ...)
+    after marking the run failed, and Cancelled after saving a checkpoint and marking it
+    cancelled. With `resume`, continues from the run's last.pt (see _restore).
     """
     device = resolve_device(config.device)
     processes = start_processes(device)
     s = prepare(config, processes)
     model, task, device = s.model, s.task, s.device
-    callbacks = list(callbacks) + ([RunFolderCallback(run, device)] if run is not None and processes.main else [])
+    writes = processes.main and run is not None
+    callbacks = list(callbacks) + ([RunFolderCallback(run, device)] if writes else [])
     steps_per_epoch = len(s.train_loader)
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
     progress = Progress(epochs=config.epochs, total_steps=total_steps)
+    if writes:
+        run.remove_partial_writes()  # temporary files of a checkpoint write that was killed
 
     lr = config.lr
     if not lr and not resume:
-        finder = find_lr(s, run)
-        lr = finder["suggestion"]
+        lr = find_lr(s, run)["suggestion"]
     divisors = s.config.divisors()
-    optimizer = make_optimizer(model, lr or 1e-3, divisors, config.weight_decay)
+    optimizer = make_optimizer(model, lr or FALLBACK_LR, divisors, config.weight_decay)
     use_amp = config.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     first_epoch = 0
     if resume and run is not None:
-        first_epoch, progress.best, lr = _restore(run, model, optimizer, scaler, device)
+        first_epoch, lr = _restore(run, model, optimizer, scaler, device)
         progress.step = first_epoch * steps_per_epoch
+        progress.epoch = first_epoch
+        if writes:
+            progress.best = _recover_best(run)
+            _recover_metrics(run, first_epoch, progress.step)
     trained = model
     if processes.world > 1:
         trained = nn.parallel.DistributedDataParallel(
@@ -474,6 +485,7 @@ def fit(
     for cb in callbacks:
         cb.on_start(progress)
     epoch = first_epoch
+    first_losses: list[float] = []  # this process's first step losses: what "exploded" is measured against
     try:
         for epoch in range(first_epoch, config.epochs):
             progress.epoch = epoch
@@ -493,11 +505,7 @@ def fit(
                     outputs = trained(_images(batch))
                 parts = task.loss(_float(outputs), batch)
                 loss = parts.get("backward", parts["loss"])
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"the loss became {loss.item()} at epoch {epoch + 1}, step {progress.step}; "
-                        "lower the learning rate (the last good checkpoint is kept)."
-                    )
+                _check_loss(float(loss.detach()), first_losses, epoch, progress.step)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if config.grad_clip:
@@ -520,7 +528,7 @@ def fit(
                     break
             progress.metrics = s.task.validate(model.eval(), s.val_loader, device) if s.val_loader else {}
             improved = _improved(progress)
-            if processes.main and run is not None:
+            if writes:  # last.pt first: a kill while best.pt is written is mended on resume (_recover_best)
                 _save(run, s, optimizer, scaler, progress, lr, epoch + 1, complete=True)
                 if improved:
                     _save(run, s, None, None, progress, lr, epoch + 1, complete=True, which="best")
@@ -528,13 +536,13 @@ def fit(
                 cb.on_epoch(progress)
             if progress.step >= total_steps:
                 break
-    except Cancelled:
-        if processes.main and run is not None:
-            _save(run, s, optimizer, scaler, progress, lr, epoch, complete=False)
-        for cb in callbacks:
-            cb.on_end(progress, "cancelled")
-        raise
     except Exception as e:  # any failure is reported in the run folder, then raised
+        if isinstance(e, Cancelled) or stop["requested"]:  # a cancel, or what it broke on the way
+            if writes:
+                _save(run, s, optimizer, scaler, progress, lr, epoch, complete=False)
+            for cb in callbacks:
+                cb.on_end(progress, "cancelled")
+            raise Cancelled from (None if isinstance(e, Cancelled) else e)
         if isinstance(e, TrainingError):
             message = str(e)
         elif isinstance(e, OSError):
@@ -546,11 +554,31 @@ def fit(
         raise TrainingError(message) from e
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if processes.main and run is not None and progress.best is None:  # no validation: last is best
+    if writes and (progress.best is None or not run.checkpoint("best").is_file()):  # no validation: last is best
         _save(run, s, None, None, progress, lr, progress.epoch + 1, complete=True, which="best")
     for cb in callbacks:
         cb.on_end(progress, "finished")
     return progress
+
+
+def _check_loss(loss: float, first_losses: list[float], epoch: int, step: int) -> None:
+    """Raises TrainingError when a step's loss is not finite, or has exploded: more than
+    DIVERGENCE_FACTOR times the mean of the first DIVERGENCE_REFERENCE_STEPS losses (which it
+    collects in `first_losses`). A finite 1e16 is as lost as a NaN, only slower to say so."""
+    if not math.isfinite(loss):
+        raise TrainingError(
+            f"the loss became {loss} at epoch {epoch + 1}, step {step}; "
+            "lower the learning rate (the last good checkpoint is kept)."
+        )
+    if len(first_losses) < DIVERGENCE_REFERENCE_STEPS:
+        first_losses.append(loss)
+        return
+    reference = sum(first_losses) / len(first_losses)
+    if reference > 0 and loss > DIVERGENCE_FACTOR * reference:
+        raise TrainingError(
+            f"the loss exploded to {loss:.3g} at epoch {epoch + 1}, step {step} ({loss / reference:.2g} times its "
+            f"start, {reference:.3g}); lower the learning rate (the last good checkpoint is kept)."
+        )
 
 
 def _images(batch: Any) -> Tensor:
@@ -629,10 +657,8 @@ def _save(
     atomic_torch_save(payload, run.checkpoint(which))
 
 
-def _restore(
-    run: RunFolder, model: nn.Module, optimizer, scaler, device: torch.device
-) -> tuple[int, float | None, float]:
-    """Loads last.pt for --resume; returns (first epoch to run, best metric, peak lr).
+def _restore(run: RunFolder, model: nn.Module, optimizer, scaler, device: torch.device) -> tuple[int, float]:
+    """Loads last.pt for --resume; returns (first epoch to run, peak lr).
 
     An epoch that was interrupted is run again from its start (with the weights it had reached).
     """
@@ -643,16 +669,128 @@ def _restore(
         )
     payload = read_checkpoint(path, map_location=device)
     state = payload.get("resume")
-    if not state:
+    if not isinstance(state, dict) or not {"epoch", "lr", "optimizer", "scaler", "rng"} <= set(state):
         raise TrainingError(f"{path}: has no training state to resume from.")
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"].cpu())
-    return int(state["epoch"]), state.get("best"), float(state["lr"])
+    return int(state["epoch"]), float(state["lr"])
+
+
+def _recover_best(run: RunFolder) -> float | None:
+    """The best validation score so far, as the run's best.pt itself says: a run never claims
+    a best it cannot open. A process killed while writing best.pt left a last.pt that holds the
+    very weights it was writing (a finished epoch whose score was the new best): best.pt is
+    written again from it. Otherwise a missing or unreadable best.pt means no best yet (None:
+    the next validated epoch writes one)."""
+    with contextlib.suppress(CheckpointError):
+        best = _score(read_checkpoint(run.checkpoint("best")))
+        if best is not None:
+            return best
+    last = read_checkpoint(run.checkpoint("last"))
+    state, score = last.get("resume") or {}, _score(last)
+    if state.get("complete") and score is not None and state.get("best") == score:
+        atomic_torch_save({k: v for k, v in last.items() if k != "resume"}, run.checkpoint("best"))
+        run.log(f"best.pt was lost in a crash; written again from last.pt (score {score:.4f})")
+        return score
+    return None
+
+
+def _score(payload: dict[str, Any]) -> float | None:
+    """The validation score _improved compares (val_map, else val_accuracy) that a checkpoint
+    recorded, or None."""
+    metrics = payload.get("metrics")
+    for key in ("val_map", "val_accuracy"):
+        if isinstance(metrics, dict) and isinstance(metrics.get(key), int | float):
+            return float(metrics[key])
+    return None
+
+
+def _recover_metrics(run: RunFolder, first_epoch: int, step: int) -> None:
+    """Makes metrics.jsonl agree with the checkpoint a run resumes from: the records of the
+    steps and epochs that will run again are dropped (one record per step), and the record of
+    the last finished epoch, lost when the process died between its checkpoint and its log
+    line, is written back from last.pt's metrics."""
+    records = run.read_metrics()
+    done = [r for r in records if r.get("kind") == "epoch" and r.get("epoch", 0) < first_epoch]
+    add = []
+    if first_epoch > 0 and not any(r.get("epoch") == first_epoch - 1 for r in done):
+        metrics = read_checkpoint(run.checkpoint("last")).get("metrics") or {}
+        add.append({"kind": "epoch", "epoch": first_epoch - 1, "step": step, **metrics, "time": time.time(), "recovered": True})  # fmt: skip
+
+    def keep(r: dict[str, Any]) -> bool:
+        if r.get("kind") == "step":
+            return r.get("step", 0) <= step
+        if r.get("kind") == "epoch":
+            return r.get("epoch", 0) < first_epoch
+        return True
+
+    dropped = run.rewrite_metrics(keep, add)
+    if dropped or add:
+        run.log(f"resuming at epoch {first_epoch + 1}: {dropped} metric records of the interrupted epoch dropped")
 
 
 # --- learning-rate finder --------------------------------------------------------------------
+
+LR_FLOOR = 1e-5  # the finder never suggests less: below it AdamW barely moves in a short run
+FALLBACK_LR = 1e-3  # AdamW's usual rate, taken when the finder's curve says nothing (flat or noise)
+FLAT_FALL = 0.05  # a smoothed loss that falls by less than this share into its minimum is flat
+SKIP_START = 0.1  # share of the first steps (at least 3) left out: their "smoothed" loss is a few batches
+SLOPE_WINDOW = 0.05  # share of the steps (at least 1) over which a fall is measured: one step is noise
+
+
+@dataclass(frozen=True)
+class LRSuggestion:
+    """What the finder makes of its curve; rates are None where the curve has no such point."""
+
+    suggestion: float  # the rate to train with
+    steepest: float | None  # middle of the steepest fall of the smoothed loss into its minimum
+    minimum: float | None  # the rate at the smoothed loss's minimum (after the skipped start)
+    warning: str  # "" when the suggestion is the steepest point as it is
+
+
+def suggest_lr(lrs: Sequence[float], smoothed: Sequence[float]) -> LRSuggestion:
+    """The learning rate to train with, from the finder's ramp (rising `lrs`) and its smoothed
+    losses: where the smoothed loss falls fastest on its way into its minimum.
+
+    The rule, step by step (n steps):
+      1. skip = max(3, SKIP_START * n) first steps are left out: a smoothed loss there is one or
+         two batches, and a lucky first batch put the minimum at the very first step on small
+         images (1e-7 suggested, nothing learned);
+      2. `low` = the minimum after them, `high` = the highest point between the skip and `low`
+         (where the slide into the valley starts);
+      3. flat: when `low` is less than 2 steps after `high`, or the loss falls by less than
+         FLAT_FALL of its value at `high`, the curve says nothing: FALLBACK_LR (at most a tenth
+         of the last rate reached, where the loss blew up), with a warning;
+      4. otherwise the fall over every window of w = max(1, SLOPE_WINDOW * n) steps from `high`
+         to `low` is measured; the rate at the middle of the window that falls most is the
+         suggestion (raised to LR_FLOOR, with a warning, if below it).
+    """
+    n = len(smoothed)
+    skip = max(3, int(n * SKIP_START))
+    if n < skip + 3:
+        rate = min(FALLBACK_LR, lrs[-1] / 10) if lrs else FALLBACK_LR
+        return LRSuggestion(rate, None, None, f"the finder ran only {n} steps; using {rate:.2g}, pass --lr to choose.")
+    low = skip + min(range(n - skip), key=lambda i: smoothed[skip + i])
+    high = skip + max(range(low - skip + 1), key=lambda i: smoothed[skip + i])
+    fall = (smoothed[high] - smoothed[low]) / max(abs(smoothed[high]), 1e-12)
+    if low - high < 2 or fall < FLAT_FALL:
+        rate = max(LR_FLOOR, min(FALLBACK_LR, lrs[-1] / 10))
+        return LRSuggestion(
+            rate,
+            None,
+            lrs[low],
+            f"the loss did not fall along the ramp (by {fall:.0%} at most: flat or noisy); "
+            f"using {rate:.2g}, pass --lr to choose.",
+        )
+    w = min(max(1, int(n * SLOPE_WINDOW)), low - high)
+    start = min(range(high, low - w + 1), key=lambda i: smoothed[i + w] - smoothed[i])
+    steepest = lrs[start + w // 2]
+    if steepest < LR_FLOOR:
+        warning = f"the steepest fall is at {steepest:.2g}; raised to the floor {LR_FLOOR:g}."
+        return LRSuggestion(LR_FLOOR, steepest, lrs[low], warning)
+    return LRSuggestion(steepest, steepest, lrs[low], "")
 
 
 def find_lr(
@@ -666,8 +804,8 @@ def find_lr(
     """Ramps the learning rate exponentially from `start` to `end`, one batch per step, and
     records the smoothed loss; stops when it explodes (4x its minimum); restores the weights.
 
-    Returns {"lrs", "losses", "smoothed", "suggestion", "steepest"}: the suggestion is the
-    rate at the smoothed minimum divided by 10, the steepest the rate where it falls fastest.
+    Returns {"lrs", "losses", "smoothed", "suggestion", "steepest", "minimum", "warning"}: the
+    suggestion and the rest are suggest_lr's (steepest and minimum may be None).
     """
     model, device = s.model, s.device
     saved = copy.deepcopy(model.state_dict())
@@ -676,37 +814,39 @@ def find_lr(
     average, best = 0.0, math.inf
     batches = iter(s.train_loader)
     model.train()
-    for i in range(steps):
-        lr = start * (end / start) ** (i / max(steps - 1, 1))
-        for group, divisor in zip(optimizer.param_groups, s.config.divisors(), strict=True):
-            group["lr"] = lr / divisor
-        try:
-            batch = next(batches)
-        except StopIteration:
-            batches = iter(s.train_loader)
-            batch = next(batches)
-        batch = _to_device(batch, device, s.config.channels_last)
-        loss = s.task.loss(_float(model(_images(batch))), batch)["loss"]
-        if not torch.isfinite(loss):
-            break
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        average = smoothing * average + (1 - smoothing) * loss.item()
-        value = average / (1 - smoothing ** (i + 1))  # bias-corrected
-        lrs.append(lr)
-        losses.append(loss.item())
-        smoothed.append(value)
-        best = min(best, value)
-        if i > 10 and value > 4 * best:
-            break
-    model.load_state_dict(saved)
-    minimum = min(range(len(smoothed)), key=smoothed.__getitem__) if smoothed else 0
-    suggestion = lrs[minimum] / 10 if lrs else 1e-3
-    slopes = [(smoothed[i + 1] - smoothed[i]) for i in range(len(smoothed) - 1)]
-    steepest = lrs[min(range(len(slopes)), key=slopes.__getitem__)] if slopes else suggestion
-    result = {"lrs": lrs, "losses": losses, "smoothed": smoothed, "suggestion": suggestion, "steepest": steepest}
+    try:
+        for i in range(steps):
+            lr = start * (end / start) ** (i / max(steps - 1, 1))
+            for group, divisor in zip(optimizer.param_groups, s.config.divisors(), strict=True):
+                group["lr"] = lr / divisor
+            try:
+                batch = next(batches)
+            except StopIteration:
+                batches = iter(s.train_loader)
+                batch = next(batches)
+            batch = _to_device(batch, device, s.config.channels_last)
+            loss = s.task.loss(_float(model(_images(batch))), batch)["loss"]
+            if not torch.isfinite(loss):
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            average = smoothing * average + (1 - smoothing) * loss.item()
+            value = average / (1 - smoothing ** (i + 1))  # bias-corrected
+            lrs.append(lr)
+            losses.append(loss.item())
+            smoothed.append(value)
+            best = min(best, value)
+            if i > 10 and value > 4 * best:
+                break
+    finally:
+        model.load_state_dict(saved)  # even when cancelled half-way: the finder leaves no trace
+    found = suggest_lr(lrs, smoothed)
+    result = {"lrs": lrs, "losses": losses, "smoothed": smoothed} | dataclasses.asdict(found)
     if run is not None and s.processes.main:
         atomic_write(run.lr_find_path, json.dumps(result).encode())
-        run.log(f"learning-rate finder: {len(lrs)} steps, suggests {suggestion:.2g} (steepest at {steepest:.2g})")
+        run.log(
+            f"learning-rate finder: {len(lrs)} steps, suggests {found.suggestion:.2g}"
+            + (f" ({found.warning})" if found.warning else "")
+        )
     return result

@@ -8,14 +8,18 @@
     runs/<name>/lr_find.json       the learning-rate finder's curve, when it ran (a run with
                                    lr 0, or a finder-only job: status kind "lr_find")
     runs/<name>/checkpoints/last.pt, best.pt   written to a temporary file, then renamed
+    runs/<name>/.lock              locked (flock) by the one process that owns the run
 
 Every file is written so that a reader never sees half of it, and a failed write (a full
-disk) leaves the previous version in place.
+disk) leaves the previous version in place. Exactly one process owns a run folder at a time:
+it holds an OS lock on .lock, which the system releases when the process ends however it ends;
+a second process that asks for the folder is refused (RunBusy).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -26,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +46,11 @@ LR_FIND = "lr_find"  # status "kind" of a learning-rate-finder-only job (launch(
 QUEUED_GRACE_SECONDS = 60  # a queued run's process may take this long to import torch and start
 LOG_TAIL_BYTES = 64 * 1024  # log_tail reads at most this much of the end of train.log
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+CHECKPOINT_NAMES = ("last.pt", "best.pt")
+
+
+class RunBusy(ValueError):
+    """Another process owns the run folder (holds its lock)."""
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -81,6 +90,8 @@ class RunFolder:
         self.log_path = self.path / "train.log"
         self.lr_find_path = self.path / "lr_find.json"
         self.checkpoints = self.path / "checkpoints"
+        self.lock_path = self.path / ".lock"
+        self._lock: int | None = None  # file descriptor holding the lock, while this object owns the run
 
     @classmethod
     def create(cls, root: str | Path, config: TrainConfig, name: str = "") -> RunFolder:
@@ -110,7 +121,81 @@ class RunFolder:
         return self.config_path.is_file()
 
     def config(self) -> TrainConfig:
-        return TrainConfig.from_dict(json.loads(self.config_path.read_text()))
+        """The run's TrainConfig. Raises ValueError naming config.json when it is not readable
+        or holds unknown, wrongly typed or bad settings."""
+        try:
+            data = json.loads(self.config_path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{self.config_path}: not a readable training config ({e}).") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{self.config_path}: expected an object of settings, got {type(data).__name__}.")
+        try:
+            config = TrainConfig.from_dict(data)
+            config.validate()
+        except ValueError as e:
+            raise ValueError(f"{self.config_path}: {e}") from None
+        return config
+
+    def lock(self) -> None:
+        """Makes this process the run folder's only owner until it ends (or unlock()).
+
+        The lock is an flock on .lock, so the system releases it when the process dies, however
+        it dies; the pid written into the file is only for the message.
+
+        Raises:
+            RunBusy: another process owns the folder.
+        """
+        if self._lock is not None:
+            return
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunBusy(
+                f"{self.path}: another process (pid {owner}) is using this run folder; wait for it to end or cancel it."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock = fd
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the flock
+            self._lock = None
+
+    def owned(self) -> bool:
+        """Whether this object holds the folder's lock."""
+        return self._lock is not None
+
+    def locked(self) -> bool:
+        """Whether some process (this object excepted) owns the folder now."""
+        if self._lock is not None or not self.lock_path.is_file():
+            return False
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def remove_partial_writes(self) -> list[Path]:
+        """Deletes the temporary files of checkpoint writes that were killed half-way (a
+        complete checkpoint is only ever renamed into place, so no complete file is touched).
+        Call it only as the folder's owner (lock()); returns what it deleted."""
+        removed = []
+        if self.checkpoints.is_dir():
+            for path in self.checkpoints.iterdir():
+                if any(path.name.startswith(f".{name}.") for name in CHECKPOINT_NAMES) and path.is_file():
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+        return removed
 
     def read_status(self) -> dict[str, Any]:
         try:
@@ -127,6 +212,16 @@ class RunFolder:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
+
+    def rewrite_metrics(self, keep: Callable[[dict[str, Any]], bool], add: Sequence[dict[str, Any]] = ()) -> int:
+        """Rewrites metrics.jsonl (atomically) with only the records `keep` accepts, then
+        `add`; returns how many records were dropped. A resumed run uses it so that every step
+        and every epoch has exactly one record."""
+        records = self.read_metrics()
+        kept = [r for r in records if keep(r)] + list(add)
+        if len(kept) != len(records) or add:
+            atomic_write(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        return len(records) - (len(kept) - len(add))
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """Every complete line of metrics.jsonl (a line being written is skipped)."""
@@ -322,8 +417,10 @@ def delete_run(path: str | Path, root: str | Path) -> None:
     run = RunFolder(resolved)
     if not run.exists():
         raise ValueError(f"{path}: not a run folder (no config.json).")
-    if run.state() in ("queued", "running"):
+    if run.state() in LIVE_STATES:
         raise ValueError(f"{path}: the run is {run.state()}; cancel it before deleting it.")
+    if run.locked():
+        raise ValueError(f"{path}: a process is still using the run; wait for it to end before deleting it.")
     shutil.rmtree(resolved)
 
 
@@ -332,23 +429,26 @@ class MetricsFollower:
     the last one (a page polling a long run every two seconds would otherwise parse the whole
     file every time).
 
-    A line still being written is left for the next read; a file that shrank or disappeared
-    (the run folder deleted, or made again) is read again from the start.
+    A line still being written is left for the next read; a file that shrank, disappeared or
+    was replaced (the run folder deleted or made again, a resume rewriting it) is read again
+    from the start.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.offset = 0  # bytes of complete lines parsed so far
+        self.inode = 0  # the file those bytes came from: a rewritten file (a resume) is a new one
         self.records: list[dict[str, Any]] = []
 
     def read(self) -> list[dict[str, Any]]:
         """Every complete record so far, in file order (the same list object, grown)."""
         try:
-            size = self.path.stat().st_size
+            stat = self.path.stat()
+            size, inode = stat.st_size, stat.st_ino
         except OSError:
-            size = 0
-        if size < self.offset:
-            self.offset, self.records = 0, []
+            size, inode = 0, 0
+        if size < self.offset or inode != self.inode:
+            self.offset, self.records, self.inode = 0, [], inode
         if size == self.offset:
             return self.records
         with open(self.path, "rb") as f:

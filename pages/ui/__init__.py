@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib
 import io
+import math
 import os
 import runpy
 import threading
@@ -24,6 +25,7 @@ import streamlit as st
 import torch
 from PIL import Image
 from streamlit.runtime.pages_manager import PagesManager
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from detviz.data import DataError, DatasetIndex, ImageRecord, load_image
 from detviz.data.demo import make_demo_dataset, read_demo_settings
@@ -190,9 +192,12 @@ def _same_value(requested: list[str], value: object) -> bool:
                 return False
         elif isinstance(v, (int, float)):
             try:
-                if abs(float(text) - v) > 1e-9 * max(1.0, abs(v)):
-                    return False
+                number = float(text)
             except ValueError:
+                return False
+            # nan compares unequal to everything, so without the isfinite test "nan" would pass
+            # for any value and its reset go unreported; no widget holds nan or inf
+            if not math.isfinite(number) or abs(number - v) > 1e-9 * max(1.0, abs(v)):
                 return False
         elif text != str(v):
             return False
@@ -200,13 +205,51 @@ def _same_value(requested: list[str], value: object) -> bool:
 
 
 def share_link(container=st) -> None:
-    """A "copy link" popover with the address of this view: the page and its query parameters."""
-    pairs = [(k, v) for k in st.query_params for v in st.query_params.get_all(k)]
+    """A "copy link" popover with the address of this view: the page and its query parameters.
+
+    The bound widgets' values come from the widgets, not from st.query_params: Streamlit's
+    browser side sends a rerun with the address it had *before* it wrote a moved widget's value
+    there, so st.query_params can lag one change behind the view.
+    """
+    pairs = link_params({k: st.query_params.get_all(k) for k in st.query_params}, _bound_widget_values())
     base = st.context.url or ""
     link = f"{base}?{urlencode(pairs)}" if pairs else base
     with container.popover("Copy link", icon=":material/link:"):
         st.caption("The address of this view: open it (or send it) to come back to exactly this.")
         st.code(link or "(the address appears once the page is open in a browser)", language=None, wrap_lines=True)
+
+
+def link_params(query: dict[str, list[str]], widgets: dict[str, object]) -> list[tuple[str, str]]:
+    """The (name, value) pairs of a link to this view: each bound widget's value (defaults too, so
+    the link pins them), then the other parameters as the address has them, in address order."""
+    keys = [*query, *(k for k in widgets if k not in query)]
+    return [(k, v) for k in keys for v in (url_values(widgets[k]) if k in widgets else query[k])]
+
+
+def url_values(value: object) -> list[str]:
+    """A widget's value as Streamlit spells it in the address: one string per value (a list, a
+    range), none for no value (None, "", []); true/false; 5.0 as 5."""
+    if isinstance(value, (list, tuple)):
+        return [text for item in value for text in url_values(item)]
+    if value is None or value == "":
+        return []
+    if isinstance(value, bool):
+        return [str(value).lower()]
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        return [str(int(value))]
+    return [str(value)]
+
+
+def _bound_widget_values() -> dict[str, object]:
+    """The current value of each widget bound to a query parameter on this page (or the sidebar)."""
+    ctx = get_script_run_ctx()
+    if ctx is None:
+        return {}
+    here = {ctx.page_script_hash, ctx.pages_manager.main_script_hash}  # not another page's leftovers
+    keys = [k for k in st.session_state if isinstance(k, str)]  # read before taking the state's lock
+    with ctx.session_state.query_params() as params:
+        bindings = {k: params.get_binding_for_param(k) for k in keys}
+    return {k: st.session_state.get(k) for k, b in bindings.items() if b is not None and b.script_hash in here}
 
 
 def show_figure(fig, name: str, container=st, **kwargs):

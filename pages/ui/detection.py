@@ -14,6 +14,7 @@ from pathlib import Path
 import streamlit as st
 import torch
 from PIL import Image, ImageDraw
+from torch import Tensor
 
 from detviz.anchors import PRESETS, AnchorConfig, Anchors, config_text, make_anchors, parse_anchor_text
 from detviz.coverage import Coverage, anchor_coverage
@@ -21,9 +22,10 @@ from detviz.data import VOC_CLASSES, DataError, DatasetIndex, load_image
 from detviz.data.spec import dataset_fingerprint
 from detviz.data.voc import file_stamp
 from detviz.evaluate import ThresholdSweep
-from detviz.inference import Detector
-from detviz.models import CheckpointError, compatibility_problems
+from detviz.inference import Detector, NonFiniteOutputs
+from detviz.models import DETECTOR_KINDS, CheckpointError, compatibility_problems
 from detviz.postprocess import DEFAULT_NMS_IOU
+from detviz.train import TrainConfig
 from detviz.train.runs import list_runs
 from pages import ui
 
@@ -106,10 +108,12 @@ def anchor_picker(default: str = "lesson_multiscale") -> tuple[AnchorConfig, str
     zooms = c2.text_input("Zooms", zooms, key=ui.ZOOMS, bind="query-params")
     shapes = c3.text_input("Shapes (width x height)", shapes, key=ui.SHAPES, bind="query-params")
     try:
-        return parse_anchor_text(grids, zooms, shapes), "custom"
+        config = parse_anchor_text(grids, zooms, shapes)
+        anchors_of(config)  # make_anchors refuses boxes that are not finite or absurd (zoom 1e30)
     except ValueError as e:
         st.error(f"{e} Showing lesson_multiscale instead.")
         return PRESETS["lesson_multiscale"], "lesson_multiscale"
+    return config, "custom"
 
 
 def anchor_input(num_anchors: int) -> int | None:
@@ -176,14 +180,20 @@ RUN_PREFIX = "run:"  # ?ckpt=run:<name>: the best checkpoint of that training ru
 UPLOAD = "upload a checkpoint…"
 
 
+def _run_bests() -> dict[str, tuple[Path, object]]:
+    """Every run with a best checkpoint, as "run:<name>" -> (best.pt, the model kind its config names)."""
+    default = TrainConfig().model  # what a config.json without "model" trained
+    return {
+        RUN_PREFIX + run.name: (run.path / "checkpoints" / "best.pt",
+                                run.config.get("model", default) if isinstance(run.config, dict) else None)
+        for run in list_runs(ui.runs_dir())
+        if (run.path / "checkpoints" / "best.pt").is_file()
+    }  # fmt: skip
+
+
 def run_checkpoints() -> dict[str, Path]:
-    """Best checkpoints of the training runs in the runs folder, as "run:<name>", newest first."""
-    found = {}
-    for run in list_runs(ui.runs_dir()):
-        best = run.path / "checkpoints" / "best.pt"
-        if best.is_file():
-            found[RUN_PREFIX + run.name] = best
-    return found
+    """Best checkpoints of the training runs that trained a detector, as "run:<name>", newest first."""
+    return {name: best for name, (best, kind) in _run_bests().items() if kind in DETECTOR_KINDS}
 
 
 def checkpoint_picker(container=st) -> tuple[str, Path] | None:
@@ -191,7 +201,12 @@ def checkpoint_picker(container=st) -> tuple[str, Path] | None:
 
     Bound to ?ckpt= (an upload cannot be in a link). Returns (shown name, file) or None.
     """
-    options = shipped_checkpoints() | run_checkpoints()
+    runs = _run_bests()
+    options = shipped_checkpoints() | {name: best for name, (best, kind) in runs.items() if kind in DETECTOR_KINDS}
+    wanted = st.query_params.get(ui.CHECKPOINT, "")
+    if wanted in runs and wanted not in options:  # a link to a classifier run (Streamlit drops the value)
+        container.warning(f"{wanted} is a {runs[wanted][1]} model, not a detector: this page shows "
+                          f"{' and '.join(DETECTOR_KINDS)} models only; choose one of those.")  # fmt: skip
     choice = container.selectbox(
         "Checkpoint", [*options, UPLOAD], key=ui.CHECKPOINT, bind="query-params",
         help="The checkpoints in checkpoints/, the best checkpoint of each training run, or a file of yours.",
@@ -224,9 +239,33 @@ def detector_of(path: Path, name: str | None = None) -> Detector | None:
     try:
         return _detector(str(path), file_stamp(path))
     except (OSError, CheckpointError) as e:
-        message = str(e).replace(str(path), name) if name else str(e)
-        st.error(message if isinstance(e, CheckpointError) else f"{name or path}: {e.strerror or e}.")
+        st.error(
+            model_error(e, path, name) if isinstance(e, CheckpointError) else f"{name or path}: {e.strerror or e}."
+        )
         return None
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _raw_outputs(path: str, stamp: tuple[int, int], image_key: tuple, _image: Image.Image) -> tuple[Tensor, Tensor]:
+    return _detector(path, stamp).raw_outputs([_image])
+
+
+def raw_outputs(path: Path, image: Image.Image) -> tuple[Tensor, Tensor]:
+    """The checkpoint's head outputs for the image: class_logits (1, A, C+1), box_activations (1, A, 4).
+
+    Cached per checkpoint file (path and modification stamp) and image content, never per
+    loaded model object: the model cache keeps a few, and a dropped model's id() is reused.
+
+    Raises:
+        NonFiniteOutputs: the checkpoint's weights give NaN or inf.
+    """
+    image_key = (image.mode, image.size, hashlib.sha1(image.tobytes()).hexdigest())
+    return _raw_outputs(str(path), file_stamp(path), image_key, image)
+
+
+def model_error(error: Exception, path: Path | str, name: str | None) -> str:
+    """The error's message with the checkpoint's shown `name` in place of its (temporary) path."""
+    return str(error).replace(str(path), name) if name else str(error)
 
 
 def fits_dataset(detector: Detector, index: DatasetIndex, name: str) -> bool:
@@ -288,36 +327,46 @@ def _live_set(path: str, stamp: tuple, spec: str, split: str, fingerprint: tuple
     # the other values the NMS slider offers, nearest first, while the user looks at the first
     # result: a move to any of them then costs no NMS (about 1 s for 500 images on a laptop)
     others = sorted(NMS_STEPS, key=lambda v: abs(v - DEFAULT_NMS_IOU))
-    thread = threading.Thread(target=sweep.warm, args=(others, _STOP_WARMING), name="warm NMS", daemon=True)
+    stop = threading.Event()
+    thread = threading.Thread(target=sweep.warm, args=(others, stop), name="warm NMS", daemon=True)
+    _WARMING.append((thread, stop))
     thread.start()
-    _WARMING.append(thread)
     return LiveSet(sweep, index, sizes, unreadable)
 
 
-_STOP_WARMING = threading.Event()
-_WARMING: list[threading.Thread] = []
+_WARMING: list[tuple[threading.Thread, threading.Event]] = []  # warm-up threads not stopped yet, with their stop flag
 
 
 @atexit.register
-def _stop_warming() -> None:
-    """Lets a warming thread finish its NMS call before the interpreter goes away (a daemon
-    thread inside a torch call at exit aborts the process)."""
-    _STOP_WARMING.set()
-    for thread in _WARMING:
-        thread.join(timeout=30)
+def stop_warming(timeout: float = 30.0) -> int:
+    """Stops the NMS warm-up threads started so far and waits for each to finish its current NMS
+    call; returns how many were stopped. Runs at exit (a daemon thread inside a torch call when
+    the interpreter goes away aborts the process) and after each test (none outlives its test)."""
+    stopped = 0
+    while _WARMING:
+        thread, stop = _WARMING.pop()
+        stop.set()
+        thread.join(timeout)
+        stopped += 1
+    return stopped
 
 
-def live_set(path: Path, limit: int) -> LiveSet | None:
+def live_set(path: Path, limit: int, name: str | None = None) -> LiveSet | None:
     """The checkpoint's outputs over the first `limit` images of the sidebar dataset (computed
-    once per checkpoint, dataset and subset, then shared by the pages)."""
+    once per checkpoint, dataset and subset, then shared by the pages), or None after showing why
+    not (no dataset; outputs that are not finite, named after the checkpoint's shown `name`)."""
     selection = st.session_state.get(ui.SELECTION)
     if not isinstance(selection, tuple):
         return None
     spec, split = selection
     fingerprint = dataset_fingerprint(spec, split)
     n = min(limit, len(ui.read_index(str(spec), split, fingerprint)))
-    with st.spinner(f"Running the model over {n} images of {split or 'the data'} (once per checkpoint)…"):
-        live = _live_set(str(path), file_stamp(path), str(spec), split, fingerprint, limit)
+    try:
+        with st.spinner(f"Running the model over {n} images of {split or 'the data'} (once per checkpoint)…"):
+            live = _live_set(str(path), file_stamp(path), str(spec), split, fingerprint, limit)
+    except NonFiniteOutputs as e:  # NaN weights: nothing to score (not cached: a fixed file is read again)
+        st.error(model_error(e, path, name))
+        return None
     if live.unreadable:
         st.warning(f"{len(live.unreadable)} image file(s) could not be read and count as having no detections: "
                    + ", ".join(live.unreadable[:5]) + ("…" if len(live.unreadable) > 5 else ""))  # fmt: skip
