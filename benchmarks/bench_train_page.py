@@ -35,9 +35,9 @@ import plotly.tools  # noqa: E402
 
 from benchmarks.common import Row, print_table  # noqa: E402
 from detviz.data import make_demo_dataset  # noqa: E402
+from detviz.figures import losses_figure, lr_figure, validation_figure  # noqa: E402
 from detviz.train import MetricsFollower, RunFolder, TrainConfig, cancel, launch  # noqa: E402
-from detviz.train.plots import losses_figure, lr_figure, validation_figure  # noqa: E402
-from detviz.train.runs import LIVE_STATES  # noqa: E402
+from detviz.train.report import LIVE_STATES  # noqa: E402
 
 GOAL_PERCENT = 5.0  # of one core, while a run trains (issue goal)
 POLL_SECONDS = 2.0  # pages/train.py POLL_SECONDS
@@ -194,7 +194,7 @@ def finished_copy(source: RunFolder, root: Path, name: str) -> None:
     """Another finished run with the same files (for the runs table and comparisons)."""
     target = RunFolder.create(root, source.config(), name)
     target.metrics_path.write_bytes(source.metrics_path.read_bytes())
-    target.write_status(**(source.read_status() | {"state": "finished", "pid": None}))
+    target.write_status(source.read_status(), state="finished", pid=None)
 
 
 def main() -> int:

@@ -1,7 +1,9 @@
-"""Why an anchor is positive or negative, in numbers and one sentence; and which anchor a click
-on a figure picked.
+"""The words: why an anchor is positive or negative (in numbers and one sentence), what NMS did
+with a candidate and why, why each way of scoring mAP differs; and which anchor a click on a
+figure picked.
 
-Pure functions over a `Match` (detviz.matching), so the pages only display what they return.
+Pure functions over a `Match` (detviz.matching) or an `NMSTrace` (detviz.postprocess), so the
+pages only display what they return.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from detviz.codes import NMSDecision
 from detviz.matching import NO_MATCH, Match
+from detviz.postprocess import NMSTrace
 
 
 @dataclass(frozen=True)
@@ -137,3 +141,68 @@ def clicked_anchor(points: Sequence[Any] | None, num_anchors: int) -> int | None
             if 0 <= index < num_anchors:
                 return index
     return None
+
+
+def trace_of_classes(trace: NMSTrace, labels: Sequence[int]) -> NMSTrace:
+    """The trace with only the candidates of these classes, in the same order; `suppressed_by`
+    renumbered to positions in the new trace. NMS works per class, so every suppressor of a kept
+    candidate is of its class and stays."""
+    mine = torch.isin(trace.labels, torch.tensor(labels, dtype=torch.int64))
+    positions = torch.full_like(trace.status, -1)
+    positions[mine] = torch.arange(int(mine.sum()))
+    by = trace.suppressed_by[mine]
+    by = torch.where(by >= 0, positions[by.clamp(min=0)], -1)
+    fields = {k: v[mine] for k, v in trace.__dict__.items()}
+    return type(trace)(**(fields | {"suppressed_by": by}))
+
+
+def nms_decision(trace: NMSTrace, k: int, class_names: Sequence[str]) -> str:
+    """One sentence (Markdown) on what NMS did with candidate k of the trace, and why."""
+    name = f"**candidate {k}** ({class_names[int(trace.labels[k])]} {float(trace.scores[k]):.3f})"
+    status = int(trace.status[k])
+    if status == NMSDecision.SUPPRESSED:
+        by = int(trace.suppressed_by[k])
+        return (f"{name} overlaps candidate {by} ({float(trace.scores[by]):.3f}), already kept, by IoU "
+                f"{float(trace.suppression_iou[k]):.2f}, above the NMS threshold: **suppressed**.")  # fmt: skip
+    same = (trace.labels[:k] == trace.labels[k]) & (trace.status[:k] != NMSDecision.SUPPRESSED)
+    why = "no better box of its class overlaps it enough" if bool(same.any()) else "no better box of its class"
+    if status == NMSDecision.OVER_LIMIT:
+        return f"{name}: NMS keeps it ({why}), but it is beyond the max-detections limit: **dropped**."
+    return f"{name}: {why}: **kept**."
+
+
+def nms_decision_label(trace: NMSTrace, k: int) -> str:
+    """Candidate k's NMS decision in a few words: "kept", "over the limit", or "suppressed by
+    candidate 3 (IoU 0.62)"."""
+    by = int(trace.suppressed_by[k])
+    label = NMSDecision(int(trace.status[k])).label
+    return label + (f" by candidate {by} (IoU {float(trace.suppression_iou[k]):.2f})" if by >= 0 else "")
+
+
+AUDIT_REASONS = {  # metric_audit's rows: why each differs from the reference row; {high}: the cut
+    "reference": "The reference: precision read at 11 recall levels (0, 0.1, ... 1).",
+    "all_point": (
+        "Area under the whole precision envelope instead of 11 samples; the two differ by the envelope's steps."
+    ),
+    "difficult": (
+        "Difficult objects become objects to find: the ones the model misses lower recall, the ones it finds "
+        "turn ignored detections into true positives."
+    ),
+    "cut": (
+        "A score threshold of {high:g} cuts the low-scoring tail of every PR curve: recall stops early and the "
+        "area it would have added is lost, so mAP is scored at a low threshold."
+    ),
+    "cut_all_point": "The same cut at {high:g}, measured without the 11-point sampling.",
+    "coco_50": (
+        "IoU 0.5 as VOC, but 101 recall points, at most 100 detections per image and class, and a detection "
+        "that finds its object taken may match another one; difficult objects are ignored regions (crowd)."
+    ),
+    "coco": "Averages AP over IoU thresholds 0.5 to 0.95: boxes must also sit tightly, so it is much lower.",
+    "coco_cut": "The strict COCO number with the {high:g} cut as well.",
+}
+
+
+def audit_reason(row: str, high: float) -> str:
+    """Why the metric audit's row `row` (a key of AUDIT_REASONS) differs from the reference row;
+    `high` is the audit's deployment score threshold."""
+    return AUDIT_REASONS[row].format(high=high)

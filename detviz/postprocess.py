@@ -22,13 +22,15 @@ from torchvision.ops import batched_nms, box_iou
 from detviz.anchors import Anchors
 from detviz.boxes import CODINGS, decode_boxes
 from detviz.checks import check_probability, check_same_device, check_tensor
+from detviz.codes import NMSDecision
 
 DEFAULT_SCORE_THRESHOLD = 0.05  # SSD's usual evaluation threshold
 DEFAULT_NMS_IOU = 0.45  # SSD's NMS IoU
 DEFAULT_MAX_DETECTIONS = 100
 DEFAULT_MAX_CANDIDATES = 1000  # best-scoring pairs that go into NMS (torchvision's SSD keeps 400 per class)
 
-KEPT, SUPPRESSED, OVER_LIMIT = 0, 1, 2  # candidate status in a trace
+# the NMSDecision codes under the names pages and tests import from here
+KEPT, SUPPRESSED, OVER_LIMIT = NMSDecision.KEPT, NMSDecision.SUPPRESSED, NMSDecision.OVER_LIMIT
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,8 @@ class NMSTrace:
 
     Attributes:
         boxes: (M, 4) xyxy normalized. scores: (M,). labels: (M,) int64. anchor: (M,) int64.
-        status: (M,) int64: KEPT, SUPPRESSED by NMS, or OVER_LIMIT (kept by NMS but beyond
-            max_detections).
+        status: (M,) int64 NMSDecision: KEPT, SUPPRESSED by NMS, or OVER_LIMIT (kept by NMS but
+            beyond max_detections).
         suppressed_by: (M,) int64 position (in this trace) of the kept box that suppressed the
             candidate, -1 when it was not suppressed.
         suppression_iou: (M,) IoU with that box, 0 when not suppressed.
@@ -271,9 +273,9 @@ def _trace(
     max_detections (this image)."""
     m = members.numel()
     kept = torch.isin(members, keep)
-    status = torch.full((m,), SUPPRESSED, dtype=torch.int64, device=boxes.device)
-    status[kept] = OVER_LIMIT
-    status[torch.isin(members, final)] = KEPT
+    status = torch.full((m,), NMSDecision.SUPPRESSED, dtype=torch.int64, device=boxes.device)
+    status[kept] = NMSDecision.OVER_LIMIT
+    status[torch.isin(members, final)] = NMSDecision.KEPT
     suppressed_by = torch.full((m,), -1, dtype=torch.int64, device=boxes.device)
     suppression_iou = torch.zeros(m, device=boxes.device)
     loser, winner = torch.nonzero(~kept).flatten(), torch.nonzero(kept).flatten()

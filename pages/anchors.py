@@ -10,6 +10,7 @@ from detviz.figures import anchor_overlay_figure, coverage_figure
 from detviz.matching import match_anchors
 from pages import ui
 from pages.ui import detection
+from pages.ui.cache import image_uri
 
 ui.ensure_entrypoint()
 
@@ -50,6 +51,7 @@ def main() -> None:
             fig = anchor_overlay_figure(
                 picture.image, anchors, overlay, level, row, col, picture.boxes, picture.labels, picture.classes,
                 positive=match.positive if match is not None else None, best_gt=match.best_gt if match is not None else None,
+                encode=image_uri,
             )  # fmt: skip
             st.plotly_chart(fig, key="anchor-overlay", config={"displaylogo": False})
             if match is not None and picture.boxes.shape[0]:

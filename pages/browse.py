@@ -10,6 +10,7 @@ from detviz.data.stats import filter_images
 from detviz.data.targets import largest_object, multilabel_target
 from detviz.figures import ground_truth_figure, multilabel_figure, render_thumbnail
 from pages import ui
+from pages.ui.cache import image_uri
 
 ui.ensure_entrypoint()
 
@@ -153,6 +154,7 @@ def _detail(index: DatasetIndex, position: int, shown: list[int]) -> None:
                 record.truncated,
                 emphasis=largest if show_largest else None,
                 title=f"{record.image_id} · {record.width}x{record.height} px · {record.num_objects} objects",
+                encode=image_uri,
             )
             st.plotly_chart(fig, key="detail-figure", config={"displaylogo": False})
     with right:

@@ -9,10 +9,9 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from detviz.codes import ERROR_TYPES, ErrorKind
 from detviz.data.voc import file_stamp
 from detviz.evaluate import (
-    ERROR_TYPES,
-    MISS,
     class_confusion,
     error_breakdown_flat,
     image_error_counts,
@@ -111,11 +110,9 @@ def _per_class(base, classes, chosen, flat, eval_iou) -> None:
 def _errors(breakdown, classes) -> None:
     totals = breakdown.counts.sum(0)
     ui.show_figure(error_breakdown_figure(breakdown.delta_map, totals), "error-breakdown")
-    st.caption("Classification: on an object of another class. Localisation: right class, box off (IoU between "
-               "0.1 and the threshold). Both: wrong class and off. Duplicate: its object was already found. "
-               "Background: on no object. Missed: objects nobody found. Each bar is the mAP gained if every "
-               "error of that kind were fixed (TIDE's oracle).")  # fmt: skip
-    table = pd.DataFrame(breakdown.counts.numpy(), columns=list(ERROR_TYPES))
+    st.caption(" ".join(t.description for t in ERROR_TYPES) + " Each bar is the mAP gained if every error of that "
+               "kind were fixed (TIDE's oracle).")  # fmt: skip
+    table = pd.DataFrame(breakdown.counts.numpy(), columns=[t.name for t in ERROR_TYPES])
     table.insert(0, "class", classes)
     st.dataframe(table, hide_index=True)
 
@@ -148,7 +145,7 @@ def _worst(breakdown, live, flat) -> None:
             if thumb is not None:
                 st.image(thumb)
             fp = int(wrong.sum())
-            st.link_button(f"{record.image_id}: {fp} false above {SHOWN_SCORE:g}, {int(counts[i, MISS])} missed",
+            st.link_button(f"{record.image_id}: {fp} false above {SHOWN_SCORE:g}, {int(counts[i, ErrorKind.MISS])} missed",
                            _link(record.image_id), icon=":material/open_in_new:", type="tertiary")  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from detviz.models import compatibility_problems
 from detviz.postprocess import KEPT, SUPPRESSED
 from pages import ui
 from pages.ui import detection
+from pages.ui.cache import image_uri
 
 ui.ensure_entrypoint()
 
@@ -79,7 +80,7 @@ def _largest(picture: detection.Picture, text, figure) -> None:
         st.caption("Its weakness: one object per image. The next stages lift that.")
     with figure:
         st.plotly_chart(ground_truth_figure(picture.image, picture.boxes, picture.labels, picture.classes,
-                                            emphasis=largest, height=HEIGHT), key="lesson-largest")  # fmt: skip
+                                            emphasis=largest, height=HEIGHT, encode=image_uri), key="lesson-largest")  # fmt: skip
 
 
 def _multilabel(picture: detection.Picture, text, figure) -> None:
@@ -94,7 +95,7 @@ def _multilabel(picture: detection.Picture, text, figure) -> None:
     with figure:
         st.plotly_chart(multilabel_figure(picture.classes, target), key="lesson-multilabel")
         st.plotly_chart(ground_truth_figure(picture.image, picture.boxes, picture.labels, picture.classes,
-                                            height=HEIGHT - 120), key="lesson-multilabel-image")  # fmt: skip
+                                            height=HEIGHT - 120, encode=image_uri), key="lesson-multilabel-image")  # fmt: skip
 
 
 def _grid(picture: detection.Picture, text, figure) -> None:
@@ -113,8 +114,8 @@ def _grid(picture: detection.Picture, text, figure) -> None:
                         horizontal=True, key="lesson-grid-mode")  # fmt: skip
     with figure:
         st.plotly_chart(anchor_overlay_figure(picture.image, anchors, mode, gt_boxes=picture.boxes,
-                                              gt_labels=picture.labels, class_names=picture.classes, height=HEIGHT),
-                        key="lesson-grid")  # fmt: skip
+                                              gt_labels=picture.labels, class_names=picture.classes, height=HEIGHT,
+                                              encode=image_uri), key="lesson-grid")  # fmt: skip
 
 
 def _matching(picture: detection.Picture, text, figure) -> None:
@@ -134,7 +135,7 @@ def _matching(picture: detection.Picture, text, figure) -> None:
         )
     with figure:
         st.plotly_chart(matching_figure(picture.image, anchors, match, 3, picture.boxes, picture.labels,
-                                        picture.classes, height=HEIGHT), key="lesson-matching")  # fmt: skip
+                                        picture.classes, height=HEIGHT, encode=image_uri), key="lesson-matching")  # fmt: skip
 
 
 def _multiscale(picture: detection.Picture, text, figure) -> None:
@@ -159,7 +160,8 @@ def _multiscale(picture: detection.Picture, text, figure) -> None:
     with figure:
         st.plotly_chart(anchor_overlay_figure(picture.image, anchors, "level", level, gt_boxes=picture.boxes,
                                               gt_labels=picture.labels, class_names=picture.classes,
-                                              positive=match.positive, best_gt=match.best_gt, height=HEIGHT),
+                                              positive=match.positive, best_gt=match.best_gt, height=HEIGHT,
+                                              encode=image_uri),
                         key="lesson-multiscale")  # fmt: skip
 
 
@@ -209,7 +211,7 @@ def _nms(picture: detection.Picture, text, figure) -> None:
         st.markdown(f"**{len(trace.status)}** boxes score above {score:g}; NMS keeps **{kept}** and drops {gone}.")
     with figure:
         st.plotly_chart(detections_figure(picture.image, trace, detector.classes, gt_boxes=picture.boxes,
-                                          height=HEIGHT), key="lesson-nms-figure")  # fmt: skip
+                                          height=HEIGHT, encode=image_uri), key="lesson-nms-figure")  # fmt: skip
 
 
 main()

@@ -9,6 +9,7 @@ from detviz.matching import DEFAULT_IOU_THRESHOLD, match_anchors
 from detviz.models import compatibility_problems
 from pages import ui
 from pages.ui import detection
+from pages.ui.cache import image_uri
 
 ui.ensure_entrypoint()
 
@@ -113,7 +114,8 @@ def _on_predictions(alpha: float, gamma: float) -> None:
         on_level = float(share[anchors.level == level].sum())
         grid = anchors.grids[level]
         title = f"{name}: {view} by cell, the {grid}x{grid} level holds {on_level:.0%}"
-        column.plotly_chart(loss_map_figure(picture.image, anchors, share, level, title), key=f"loss-map-{name}")
+        fig = loss_map_figure(picture.image, anchors, share, level, title, encode=image_uri)
+        column.plotly_chart(fig, key=f"loss-map-{name}")
     st.markdown("**How sure the predictions are** (the same for both losses)")
     st.plotly_chart(p_t_histogram(bce.p_t[0], bce.positive[0]), key="p-t-histogram")
 

@@ -8,6 +8,7 @@ from detviz.figures import iou_heatmap, matching_figure
 from detviz.matching import match_anchors
 from pages import ui
 from pages.ui import detection
+from pages.ui.cache import image_uri
 
 ui.ensure_entrypoint()
 
@@ -50,7 +51,7 @@ def main() -> None:
     with left:
         fig = matching_figure(
             picture.image, anchors, match, list(STEPS).index(step) + 1, picture.boxes, picture.labels,
-            picture.classes, selected=selected, show_negatives=negatives,
+            picture.classes, selected=selected, show_negatives=negatives, encode=image_uri,
         )  # fmt: skip
         st.plotly_chart(fig, key=IMAGE_CHART, on_select=_on_click(IMAGE_CHART, len(anchors)),
                         selection_mode="points", config={"displaylogo": False})  # fmt: skip

@@ -9,17 +9,18 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from detviz.evaluate import STATUS_NAMES, TP, coco_results, scale_flat, voc_map
-from detviz.explain import clicked_anchor
+from detviz.codes import DETECTION_OUTCOMES, NMSDecision, Outcome
+from detviz.evaluate import coco_results, scale_flat, voc_map
+from detviz.explain import clicked_anchor, nms_decision, nms_decision_label, trace_of_classes
 from detviz.figures import class_scores_figure, detections_figure, pr_curves_figure
 from detviz.inference import NonFiniteOutputs, to_pixels
-from detviz.postprocess import KEPT, OVER_LIMIT, SUPPRESSED, postprocess
+from detviz.postprocess import postprocess
 from pages import ui
 from pages.ui import detection
+from pages.ui.cache import image_uri
 
 ui.ensure_entrypoint()
 
-DECISIONS = {KEPT: "kept", SUPPRESSED: "suppressed", OVER_LIMIT: "over the limit"}
 SELECTED = "_prediction_candidate"  # the candidate clicked or picked in the table (session only)
 STEP = "nmsstep"  # the NMS step shown (URL)
 
@@ -62,6 +63,7 @@ def main() -> None:
             picture.image, trace, classes, gt_boxes=picture.boxes[gt_keep], gt_labels=picture.labels[gt_keep],
             outcome=outcome if scored else None, missed=missed[gt_keep] if missed is not None else None,
             upto=step if step < trace.status.numel() else None, selected=_selected(trace), height=600,
+            encode=image_uri,
         )  # fmt: skip
         ui.show_figure(fig, "detections", on_select=_pick_from_figure, selection_mode="points")
         _image_metrics(trace, outcome, missed, scored)
@@ -75,7 +77,7 @@ def main() -> None:
 
 
 def _detections(detector, path, picture, score, nms, max_dets, eval_iou, only, scored):
-    """The image's NMS trace (pixels), each candidate's outcome (-1: not a detection), the missed
+    """The image's NMS trace (pixels), each candidate's Outcome (NOT_DETECTION: not kept), the missed
     objects (None when not scored) and which objects are of the classes shown."""
     logits, boxes = detection.raw_outputs(path, picture.image)
     (det,) = postprocess(logits, boxes, detector.anchors, score, nms, max_dets, coding=detector.coding,
@@ -83,9 +85,9 @@ def _detections(detector, path, picture, score, nms, max_dets, eval_iou, only, s
     det = to_pixels(det, *picture.image.size)
     trace = det.trace
     if only:
-        trace = _only(trace, only)
-    kept = torch.nonzero(trace.status == KEPT).flatten()
-    outcome = torch.full_like(trace.status, -1)
+        trace = trace_of_classes(trace, only)
+    kept = torch.nonzero(trace.status == NMSDecision.KEPT).flatten()
+    outcome = torch.full_like(trace.status, Outcome.NOT_DETECTION)
     missed = None
     gt_keep = torch.isin(picture.labels, torch.tensor(only)) if only else torch.ones_like(picture.labels, dtype=bool)
     if scored:
@@ -101,24 +103,15 @@ def _detections(detector, path, picture, score, nms, max_dets, eval_iou, only, s
 
 
 def _image_metrics(trace, outcome, missed, scored) -> None:
-    kept = trace.status == KEPT
-    counts = [int((outcome[kept] == code).sum()) for code in range(len(STATUS_NAMES))]
+    kept = trace.status == NMSDecision.KEPT
+    counts = {o: int((outcome[kept] == o).sum()) for o in DETECTION_OUTCOMES}
     m = st.columns(4)
     m[0].metric("Detections", int(kept.sum()), help=f"Kept by NMS out of {trace.status.numel()} candidates.")
     if scored:
-        m[1].metric("True positives", counts[TP])
-        m[2].metric("False positives", counts[1] + counts[2], help=f"{counts[2]} of them duplicates.")
+        m[1].metric("True positives", counts[Outcome.TP])
+        m[2].metric("False positives", counts[Outcome.FP] + counts[Outcome.DUPLICATE],
+                    help=f"{counts[Outcome.DUPLICATE]} of them duplicates.")  # fmt: skip
         m[3].metric("Missed objects", int(missed.sum()), help="Difficult objects are never counted as missed.")
-
-
-def _only(trace, labels: list[int]):
-    mine = torch.isin(trace.labels, torch.tensor(labels))
-    positions = torch.full_like(trace.status, -1)
-    positions[mine] = torch.arange(int(mine.sum()))
-    by = trace.suppressed_by[mine]
-    by = torch.where(by >= 0, positions[by.clamp(min=0)], -1)
-    fields = {k: v[mine] for k, v in trace.__dict__.items()}
-    return type(trace)(**(fields | {"suppressed_by": by}))
 
 
 def _selected(trace) -> int | None:
@@ -198,7 +191,7 @@ def _step_slider(trace, classes) -> int:
     step = st.slider("NMS step by step: candidates decided, best score first", 1, max(m, 2), key=STEP,
                      bind="query-params", disabled=m < 2, **start)  # fmt: skip
     step = min(step, m)
-    st.markdown(_decision(trace, step - 1, classes))
+    st.markdown(nms_decision(trace, step - 1, classes))
     return step
 
 
@@ -209,10 +202,10 @@ def _candidates(detector, path, picture, trace, outcome, classes, step: int) -> 
         table = pd.DataFrame({
             "class": [classes[int(c)] for c in trace.labels],
             "score": trace.scores.double().numpy(),
-            "decision": [DECISIONS[int(s)] for s in trace.status],
+            "decision": [NMSDecision(int(s)).label for s in trace.status],
             "by": pd.array([int(b) if b >= 0 else None for b in trace.suppressed_by], dtype="Int64"),
             "IoU": torch.where(trace.suppressed_by >= 0, trace.suppression_iou, float("nan")).double().numpy(),
-            "outcome": [STATUS_NAMES[int(o)] if o >= 0 else "" for o in outcome],
+            "outcome": [Outcome(int(o)).label for o in outcome],
             "anchor": trace.anchor.numpy(),
         })  # fmt: skip
         table.index.name = "candidate"
@@ -228,21 +221,6 @@ def _candidates(detector, path, picture, trace, outcome, classes, step: int) -> 
                        "its anchor, the raw activations, the decoded box and its score for every class.")  # fmt: skip
 
 
-def _decision(trace, k: int, classes) -> str:
-    """One sentence on what NMS did with candidate k."""
-    name = f"**candidate {k}** ({classes[int(trace.labels[k])]} {float(trace.scores[k]):.3f})"
-    status = int(trace.status[k])
-    if status == SUPPRESSED:
-        by = int(trace.suppressed_by[k])
-        return (f"{name} overlaps candidate {by} ({float(trace.scores[by]):.3f}), already kept, by IoU "
-                f"{float(trace.suppression_iou[k]):.2f}, above the NMS threshold: **suppressed**.")  # fmt: skip
-    same = (trace.labels[:k] == trace.labels[k]) & (trace.status[:k] != SUPPRESSED)
-    why = "no better box of its class overlaps it enough" if bool(same.any()) else "no better box of its class"
-    if status == OVER_LIMIT:
-        return f"{name}: NMS keeps it ({why}), but it is beyond the max-detections limit: **dropped**."
-    return f"{name}: {why}: **kept**."
-
-
 def _pick_from_table() -> None:
     rows = st.session_state.get("candidates", {}).get("selection", {}).get("rows", [])
     st.session_state[SELECTED] = int(rows[0]) if rows else None
@@ -255,9 +233,7 @@ def _candidate_details(detector, path, picture, trace, k: int, classes) -> None:
     level = int(anchors.level[a])
     w, h = picture.image.size
     scale = torch.tensor([w, h, w, h])
-    by = int(trace.suppressed_by[k])
-    nms = DECISIONS[int(trace.status[k])] + (f" by candidate {by} (IoU {float(trace.suppression_iou[k]):.2f})"
-                                             if by >= 0 else "")  # fmt: skip
+    nms = nms_decision_label(trace, k)
     st.markdown(f"#### Candidate {k}: {classes[int(trace.labels[k])]} {float(trace.scores[k]):.3f}, from anchor {a}")
     st.markdown(
         f"- anchor {a}: level {level} ({anchors.grids[level]}x{anchors.grids[level]} grid), row "

@@ -6,9 +6,9 @@ folders in ui.runs_dir().
 """
 
 import dataclasses
-import math
 import shlex
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -18,30 +18,28 @@ from detviz.anchors import PRESETS
 from detviz.data import DataError
 from detviz.data.demo import read_demo_settings
 from detviz.data.spec import KINDS, DatasetSpec, check_within_roots, dataset_fingerprint, dataset_splits
-from detviz.figures import lr_finder_figure
-from detviz.losses import CLASSIFICATIONS
-from detviz.models import BACKBONES, MODEL_KINDS
-from detviz.train import MetricsFollower, RunFolder, TrainConfig, cancel, cli_command, delete_run, launch
-from detviz.train.plots import (
+from detviz.figures import (
     compare_figure,
     losses_figure,
     lr_figure,
+    lr_finder_figure,
     split_records,
     validation_figure,
     validation_metrics,
 )
-from detviz.train.runs import (
+from detviz.train import MetricsFollower, RunFolder, TrainConfig, cancel, cli_command, delete_run, launch
+from detviz.train.config import CHOICES, learning_rate_text, parse_learning_rate
+from detviz.train.report import (
     LIVE_STATES,
-    LR_FIND,
-    NAME_PATTERN,
+    RunState,
+    RunStatus,
     config_differences,
-    format_duration,
-    launch_problems,
-    list_runs,
-    poll_interval,
+    final_row,
+    progress_text,
     state_sentence,
     summary_row,
 )
+from detviz.train.runs import NAME_PATTERN, launch_problems, list_runs, poll_interval
 from pages import ui
 from pages.ui import detection
 
@@ -53,17 +51,57 @@ TABLE_POLL_SECONDS = 5.0  # the runs table, while some run is live
 LOG_LINES = 60
 VIEWS = ("New run", "Watch", "Runs")  # also the URL values of ?train_view=
 STATE_BADGES = {  # state -> (material icon, badge colour)
-    "queued": (":material/schedule:", "gray"),
-    "running": (":material/directions_run:", "blue"),
-    "finished": (":material/check_circle:", "green"),
-    "failed": (":material/error:", "red"),
-    "cancelled": (":material/stop_circle:", "orange"),
+    RunState.QUEUED: (":material/schedule:", "gray"),
+    RunState.RUNNING: (":material/directions_run:", "blue"),
+    RunState.FINISHED: (":material/check_circle:", "green"),
+    RunState.FAILED: (":material/error:", "red"),
+    RunState.CANCELLED: (":material/stop_circle:", "orange"),
 }
 NO_VALIDATION = "(none)"
 DEFAULT_ANCHORS = "default"  # the model's own preset (TrainConfig.anchors ""); also its URL value
-AUTO_LR = ("auto", "find", "")  # what the learning-rate field accepts for "run the finder first"
 
-# Widget keys (query-parameter names where bound); ui.RUN ("run") is the watched run.
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """How the form shows a TrainConfig field: its widget's key (also its query parameter), label,
+    and a number's range and step. The widget's kind, default and help text come from the field
+    (_setting)."""
+
+    key: str
+    label: str
+    bounds: tuple[float, float] = (0, 0)  # a number's (min, max)
+    step: float | None = None  # a number's step (None: Streamlit's)
+    radio: bool = False  # a choice shown as radio buttons, not a select box
+    help: str = ""  # replaces the field's help text
+    note: str = ""  # appended to the field's help text
+
+
+SETTINGS = {  # the fields the form shows, by TrainConfig field name
+    "model": Setting("train_model", "Model"),
+    "backbone": Setting("train_backbone", "Backbone"),
+    "pretrained": Setting("train_pretrained", "ImageNet weights"),
+    "anchors": Setting("train_anchors", "Anchor preset"),
+    "loss": Setting("train_loss", "Classification loss", radio=True),
+    "alpha": Setting("train_alpha", "alpha", (0.01, 0.99), 0.05),
+    "gamma": Setting("train_gamma", "gamma", (0.0, 10.0), 0.5),
+    "epochs": Setting("train_epochs", "Epochs", (1, 10_000)),
+    "lr": Setting("train_lr", "Learning rate", help="Peak of the one-cycle schedule: a number, or 'auto' to run the "
+                  "learning-rate finder first (or find one below and use it)."),
+    "batch_size": Setting("train_batch", "Batch size", (1, 4096)),
+    "image_size": Setting("train_size", "Image size (px)", (32, 1024), 32),
+    "freeze_epochs": Setting("train_freeze", "Frozen epochs", (0, 10_000)),
+    "augment": Setting("train_augment", "Augment"),
+    "max_steps": Setting("train_max_steps", "Stop after steps (0: no limit)", (0, 10_000_000)),
+    "seed": Setting("train_seed", "Seed", (0, 2**31 - 1)),
+    "device": Setting("train_device", "Device", help="auto: a CUDA GPU when there is one, else the CPU. A CUDA device "
+                      "can be chosen without a GPU here, to prepare the command for another machine."),
+    "amp": Setting("train_amp", "Mixed precision (AMP)", note="; ignored on the CPU."),
+    "name": Setting("train_name", "Run name (optional)",
+                    help="The run's folder name; empty: the date, the model and a random suffix."),
+}  # fmt: skip
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+# Other widget keys (query-parameter names where bound); ui.RUN ("run") is the watched run.
 VIEW = "train_view"
 DATA = "train_data"
 VOC = "train_voc"
@@ -72,25 +110,7 @@ IMAGES = "train_images"
 COCO_VAL = "train_coco_val"
 SPLIT = "train_split"
 VAL_SPLIT = "train_val_split"
-MODEL = "train_model"
-BACKBONE = "train_backbone"
-PRETRAINED = "train_pretrained"
-ANCHORS = "train_anchors"
-LOSS = "train_loss"
-ALPHA = "train_alpha"
-GAMMA = "train_gamma"
-EPOCHS = "train_epochs"
-LR = "train_lr"
-BATCH = "train_batch"
-SIZE = "train_size"
-FREEZE = "train_freeze"
-DEVICE = "train_device"
-AMP = "train_amp"
 GPUS = "train_gpus"
-NAME = "train_name"
-AUGMENT = "train_augment"
-MAX_STEPS = "train_max_steps"
-SEED = "train_seed"
 COMPARE = "train_compare"
 DELETE = "train_delete"
 DELETE_SURE = "train_delete_sure"
@@ -147,72 +167,50 @@ def _form(cuda: int) -> None:
     with st.container(border=True):
         st.markdown("**Data**", help="What the run trains on; the sidebar's dataset is what the other pages show.")
         data = _data_fields(problems)
+    values: dict[str, Any] = {}  # TrainConfig field -> the widget's value
     with st.container(border=True):
         st.markdown("**Model and loss**")
         c = st.columns(4)
-        model = c[0].selectbox("Model", MODEL_KINDS, index=MODEL_KINDS.index(DEFAULTS.model), key=MODEL,
-                               bind="query-params", help=_help("model"))  # fmt: skip
-        backbone = c[1].selectbox("Backbone", BACKBONES, key=BACKBONE, bind="query-params", help=_help("backbone"))
-        pretrained = c[1].checkbox("ImageNet weights", key=PRETRAINED, bind="query-params",
-                                   disabled=backbone == "small", help=_help("pretrained"))  # fmt: skip
-        ssd = model.startswith("ssd")
-        anchors = c[2].selectbox("Anchor preset", [DEFAULT_ANCHORS, *PRESETS], key=ANCHORS, bind="query-params",
-                                 disabled=not ssd, help=_help("anchors"))  # fmt: skip
-        loss = c[3].radio("Classification loss", CLASSIFICATIONS, index=CLASSIFICATIONS.index(DEFAULTS.loss),
-                          key=LOSS, bind="query-params", horizontal=True, disabled=not ssd, help=_help("loss"))  # fmt: skip
-        focal = ssd and loss == "focal"
-        a, g = c[3].columns(2)
-        alpha = a.number_input("alpha", 0.01, 0.99, DEFAULTS.alpha, 0.05, key=ALPHA, bind="query-params",
-                               disabled=not focal, help=_help("alpha"))  # fmt: skip
-        gamma = g.number_input("gamma", 0.0, 10.0, DEFAULTS.gamma, 0.5, key=GAMMA, bind="query-params",
-                               disabled=not focal, help=_help("gamma"))  # fmt: skip
+        values["model"] = _setting(c[0], "model")
+        values["backbone"] = _setting(c[1], "backbone")
+        values["pretrained"] = _setting(c[1], "pretrained", disabled=values["backbone"] == "small")
+        ssd = values["model"].startswith("ssd")
+        values["anchors"] = _setting(c[2], "anchors", disabled=not ssd, options=[DEFAULT_ANCHORS, *PRESETS])
+        values["loss"] = _setting(c[3], "loss", disabled=not ssd)
+        focal = ssd and values["loss"] == "focal"
+        for column, name in zip(c[3].columns(2), ("alpha", "gamma"), strict=True):
+            values[name] = _setting(column, name, disabled=not focal)
     with st.container(border=True):
         st.markdown("**Schedule**")
-        c = st.columns(5)
-        epochs = c[0].number_input("Epochs", 1, 10_000, DEFAULTS.epochs, key=EPOCHS, bind="query-params",
-                                   help=_help("epochs"))  # fmt: skip
-        lr_text = c[1].text_input("Learning rate", "auto", key=LR, bind="query-params",
-                                  help="Peak of the one-cycle schedule: a number, or 'auto' to run the "
-                                  "learning-rate finder first (or find one below and use it).")  # fmt: skip
-        batch = c[2].number_input("Batch size", 1, 4096, DEFAULTS.batch_size, key=BATCH, bind="query-params",
-                                  help=_help("batch_size"))  # fmt: skip
-        size = c[3].number_input("Image size (px)", 32, 1024, DEFAULTS.image_size, 32, key=SIZE, bind="query-params",
-                                 help=_help("image_size"))  # fmt: skip
-        freeze = c[4].number_input("Frozen epochs", 0, 10_000, DEFAULTS.freeze_epochs, key=FREEZE,
-                                   bind="query-params", help=_help("freeze_epochs"))  # fmt: skip
+        schedule = ("epochs", "lr", "batch_size", "image_size", "freeze_epochs")
+        for column, name in zip(st.columns(len(schedule)), schedule, strict=True):
+            values[name] = _setting(column, name)
         with st.expander("More settings"):
-            c = st.columns(4)
-            augment = c[0].checkbox("Augment", DEFAULTS.augment, key=AUGMENT, bind="query-params",
-                                    help=_help("augment"))  # fmt: skip
-            max_steps = c[1].number_input("Stop after steps (0: no limit)", 0, 10_000_000, DEFAULTS.max_steps,
-                                          key=MAX_STEPS, bind="query-params", help=_help("max_steps"))  # fmt: skip
-            seed = c[2].number_input("Seed", 0, 2**31 - 1, DEFAULTS.seed, key=SEED, bind="query-params",
-                                     help=_help("seed"))  # fmt: skip
+            for column, name in zip(st.columns(4), ("augment", "max_steps", "seed"), strict=False):
+                values[name] = _setting(column, name)
     with st.container(border=True):
         st.markdown("**Hardware and name**")
         c = st.columns(4)
         devices = ["auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(max(cuda, 1)))]
-        device = c[0].selectbox("Device", devices, key=DEVICE, bind="query-params",
-                                help="auto: a CUDA GPU when there is one, else the CPU. A CUDA device can be chosen "
-                                "without a GPU here, to prepare the command for another machine.")  # fmt: skip
-        amp = c[1].checkbox("Mixed precision (AMP)", key=AMP, bind="query-params",
-                            help=_help("amp") + "; ignored on the CPU.")  # fmt: skip
+        values["device"] = _setting(c[0], "device", options=devices)
+        values["amp"] = _setting(c[1], "amp")
         gpus = c[2].number_input("GPUs", 1, 64, 1, key=GPUS, bind="query-params",
                                  help="More than one: torchrun starts one process per GPU "
                                  "(DistributedDataParallel); the batch is split between them.")  # fmt: skip
-        name = c[3].text_input("Run name (optional)", key=NAME, bind="query-params", placeholder="date-model-random",
-                               help="The run's folder name; empty: the date, the model and a random suffix.")  # fmt: skip
+        values["name"] = _setting(c[3], "name", placeholder="date-model-random")
 
     lr_problems: list[str] = []
-    lr = _learning_rate(lr_text, lr_problems)
-    config = TrainConfig(
-        data=data.data or DEFAULTS.data, train_split=data.train_split, val_split=data.val_split,
-        val_data=data.val_data, model=model, backbone=backbone, pretrained=pretrained and backbone != "small",
-        anchors="" if anchors == DEFAULT_ANCHORS or not ssd else anchors, loss=loss, alpha=float(alpha),
-        gamma=float(gamma), epochs=int(epochs), lr=lr, freeze_epochs=int(freeze), batch_size=int(batch),
-        image_size=int(size), augment=augment, max_steps=int(max_steps), seed=int(seed), device=device,
-        amp=amp, name=name.strip(), out=str(ui.runs_dir()),
-    )  # fmt: skip
+    try:
+        values["lr"] = parse_learning_rate(values["lr"])
+    except ValueError as e:
+        lr_problems.append(str(e))
+        values["lr"] = 0.0
+    config = TrainConfig(**values | {
+        "pretrained": values["pretrained"] and values["backbone"] != "small",
+        "anchors": "" if values["anchors"] == DEFAULT_ANCHORS or not ssd else values["anchors"],
+        "name": values["name"].strip(), "out": str(ui.runs_dir()), "data": data.data or DEFAULTS.data,
+        "train_split": data.train_split, "val_split": data.val_split, "val_data": data.val_data,
+    })  # fmt: skip
     gpus = int(gpus)
     if data.train_images is not None and config.batch_size > data.train_images:
         problems.append(f"--batch-size {config.batch_size} is larger than the training set "
@@ -318,25 +316,32 @@ def _app_path(text: str) -> Path:
     return path if path.is_absolute() else ui.APP_DIR / path
 
 
-def _help(field: str) -> str:
-    """TrainConfig's own help text of a field (the CLI's --help says the same)."""
-    return TrainConfig.__dataclass_fields__[field].metadata["help"]
-
-
-def _learning_rate(text: str, problems: list[str]) -> float:
-    """The form's learning rate: 0.0 for auto (the finder runs first), else a positive number."""
-    text = text.strip().lower()
-    if text in AUTO_LR:
-        return 0.0
-    try:
-        value = float(text)
-    except ValueError:
-        problems.append(f"Learning rate {text!r}: type a number such as 0.003, or 'auto'.")
-        return 0.0
-    if not math.isfinite(value) or value <= 0:
-        problems.append(f"Learning rate {text}: it must be a positive number (or 'auto').")
-        return 0.0
-    return value
+def _setting(where: Any, name: str, disabled: bool = False, options: list[str] | None = None, **widget: Any) -> Any:
+    """The widget of TrainConfig field `name` (SETTINGS says its key and label) in `where`; returns
+    its value as the field's type, except the learning rate: its text (parse_learning_rate, as the
+    CLI's --lr). The widget follows the field, as the CLI's flags do: a checkbox for a bool, a
+    number input for a number, a choice among config.CHOICES (or `options`), else a text input;
+    the default and the help text are the field's."""
+    setting, field = SETTINGS[name], FIELDS[name]
+    kind, default = str(field.type), field.default
+    widget |= dict(key=setting.key, bind="query-params", disabled=disabled,
+                   help=setting.help or field.metadata["help"] + setting.note)  # fmt: skip
+    if kind == "bool":
+        return where.checkbox(setting.label, default, **widget)
+    if name == "lr":
+        return where.text_input(setting.label, learning_rate_text(default), **widget)
+    if kind in ("int", "float"):
+        number = int if kind == "int" else float
+        low, high = (number(b) for b in setting.bounds)
+        step = number(setting.step) if setting.step else None
+        return number(where.number_input(setting.label, low, high, default, step, **widget))
+    options = options or list(CHOICES.get(name, ()))
+    if not options:
+        return where.text_input(setting.label, default, **widget)
+    index = options.index(default) if default in options else 0
+    if setting.radio:
+        return where.radio(setting.label, options, index=index, horizontal=True, **widget)
+    return where.selectbox(setting.label, options, index=index, **widget)
 
 
 def _launch(config: TrainConfig, gpus: int, find_lr: bool) -> None:
@@ -353,7 +358,7 @@ def _launch(config: TrainConfig, gpus: int, find_lr: bool) -> None:
 
 
 def _pid(path: Path) -> str:
-    return str(RunFolder(path).read_status().get("pid", "?"))
+    return str(RunFolder(path).read_status().pid or "?")
 
 
 # --- watching one run --------------------------------------------------------------------------
@@ -396,7 +401,7 @@ def _show_run(run: RunFolder) -> str:
         return "gone"
     status = run.read_status()
     state = run.state()
-    finder = status.get("kind") == LR_FIND
+    finder = status.is_lr_find
     head, button = st.columns([5, 1], vertical_alignment="center")
     icon, color = STATE_BADGES.get(state, (":material/help:", "gray"))
     head.markdown(f"### {'Learning-rate finder' if finder else 'Run'} {run.path.name} :{color}-badge[{icon} {state}]")
@@ -405,15 +410,15 @@ def _show_run(run: RunFolder) -> str:
                       help="Stops the run; a training run saves a checkpoint first (resume it from a terminal).",
                       on_click=_cancel, args=(run.path,))  # fmt: skip
     sentence = state_sentence(state, status)
-    if state == "failed":
+    if state == RunState.FAILED:
         st.error(sentence, icon=":material/error:")
-    elif finder or state != "running":  # a running training run says it in its progress bar
+    elif finder or state != RunState.RUNNING:  # a running training run says it in its progress bar
         st.caption(sentence)
     if finder:
         _show_lr_find(run, state)
     else:
         _show_training(run, status, state)
-    with st.expander(f"Log (last {LOG_LINES} lines of train.log)", expanded=state == "failed"):
+    with st.expander(f"Log (last {LOG_LINES} lines of train.log)", expanded=state == RunState.FAILED):
         st.code(run.log_tail(LOG_LINES) or "(empty so far)", language=None)
     return state
 
@@ -433,23 +438,19 @@ def _records(run: RunFolder) -> list[dict]:
     return follower.read()
 
 
-def _show_training(run: RunFolder, status: dict, state: str) -> None:
+def _show_training(run: RunFolder, status: RunStatus, state: str) -> None:
     name = run.path.name
-    progress = min(max(float(status.get("progress") or 0.0), 0.0), 1.0)
-    text = f"step {status.get('step', 0)} of {status.get('total_steps', '?')}"
-    if state == "running" and status.get("eta_seconds"):
-        text += f", about {format_duration(status['eta_seconds'])} left"
-    st.progress(progress, text=text)
+    st.progress(min(max(float(status.progress or 0.0), 0.0), 1.0), text=progress_text(state, status))
     m = st.columns(5)
     config = _run_config(run)
-    m[0].metric("Epochs done", f"{status.get('epoch', 0)} / {status.get('epochs', config.epochs if config else '?')}")
-    m[1].metric("Images / s", f"{status.get('images_per_second', 0):.1f}")
-    m[2].metric("Device", status.get("device", "not yet"))
-    best = status.get("best")
-    m[3].metric("Best validation score", "-" if best is None else f"{best:.4f}",
+    epochs = status.epochs if status.epochs is not None else config.epochs if config else "?"
+    m[0].metric("Epochs done", f"{status.epoch or 0} / {epochs}")
+    m[1].metric("Images / s", f"{status.images_per_second or 0:.1f}")
+    m[2].metric("Device", status.device or "not yet")
+    m[3].metric("Best validation score", "-" if status.best is None else f"{status.best:.4f}",
                 help="val_map (all-point VOC mAP@0.5) for SSD models, accuracy for the classifier stages.")  # fmt: skip
-    if "gpu_memory_gb" in status:
-        m[4].metric("GPU memory (peak)", f"{status['gpu_memory_gb']:.2f} GB")
+    if status.gpu_memory_gb is not None:
+        m[4].metric("GPU memory (peak)", f"{status.gpu_memory_gb:.2f} GB")
     records = _records(run)
     if not records:
         st.caption("No metrics yet: the first line comes after a few steps.")
@@ -471,8 +472,8 @@ def _show_training(run: RunFolder, status: dict, state: str) -> None:
             table["epoch"] = table["epoch"] + 1
             right.dataframe(table, hide_index=True)
     finder = run.lr_find()
-    if finder:
-        with st.expander(f"Learning-rate finder (this run picked {finder['suggestion']:.2g} with it)"):
+    if finder is not None:
+        with st.expander(f"Learning-rate finder (this run picked {finder.suggestion:.2g} with it)"):
             ui.show_figure(lr_finder_figure(finder), f"{name}-lr-find")
     if f"{detection.RUN_PREFIX}{name}" in detection.run_checkpoints():  # a detector's best checkpoint
         st.page_link("pages/predictions.py", label=f"Open {name}'s best checkpoint in Predictions",
@@ -494,18 +495,18 @@ def _show_lr_find(run: RunFolder, state: str) -> None:
             st.caption("The finder ramps the learning rate from 1e-6 up, one batch at a time, until the loss explodes.")
         return
     ui.show_figure(lr_finder_figure(result), f"{run.path.name}-lr-find")
-    rate = f"{result['suggestion']:.2g}"
-    if result.get("warning"):
-        st.warning(f"Suggested learning rate: **{rate}**. {result['warning'][0].upper()}{result['warning'][1:]}")
+    rate = f"{result.suggestion:.2g}"
+    if result.warning:
+        st.warning(f"Suggested learning rate: **{rate}**. {result.warning[0].upper()}{result.warning[1:]}")
     else:
-        lowest = f"; the smoothed loss is lowest at {result['minimum']:.2g}" if result.get("minimum") else ""
+        lowest = f"; the smoothed loss is lowest at {result.minimum:.2g}" if result.minimum else ""
         st.markdown(f"Suggested learning rate: **{rate}** (where the smoothed loss falls fastest on its way down{lowest}).")  # fmt: skip
     st.button(f"Use {rate} in the form", icon=":material/input:", key=f"train-use-{run.path.name}",
               on_click=_use_rate, args=(rate,))  # fmt: skip
 
 
 def _use_rate(rate: str) -> None:
-    st.session_state[LR] = rate
+    st.session_state[SETTINGS["lr"].key] = rate
     st.session_state[VIEW] = "New run"
 
 
@@ -520,7 +521,7 @@ def _runs() -> None:
     live = any(r.state in LIVE_STATES for r in runs)
     st.subheader("All runs")
     st.fragment(_runs_table, run_every=TABLE_POLL_SECONDS if live else None)()
-    _compare([r for r in runs if r.status.get("kind") != LR_FIND])
+    _compare([r for r in runs if not r.status.is_lr_find])
     _delete([r.name for r in runs if r.state not in LIVE_STATES])
 
 
@@ -549,15 +550,8 @@ def _compare(runs: list) -> None:
     left, right = st.columns(2)
     ui.show_figure(compare_figure(records, "val_map"), "compare-val-map", left)
     ui.show_figure(compare_figure(records, "loss"), "compare-loss", right)
-    final = []
-    for n in chosen:
-        s = by_name[n].status
-        took = s.get("finished", 0) - s.get("started", 0) if s.get("finished") and s.get("started") else None
-        final.append({"run": n, "state": by_name[n].state, "epochs": s.get("epoch", 0), "best": s.get("best"),
-                      **s.get("metrics", {}), "images/s": s.get("images_per_second"),
-                      "time": format_duration(took) if took is not None else "-"})  # fmt: skip
     st.markdown("**Final metrics** (after the last epoch; best is the best epoch's score)")
-    st.dataframe(pd.DataFrame(final), hide_index=True)
+    st.dataframe(pd.DataFrame([final_row(by_name[n]) for n in chosen]), hide_index=True)
     differences = config_differences({n: by_name[n].config for n in chosen})
     if differences:
         st.markdown("**Settings that differ**")

@@ -17,18 +17,8 @@ from pycocotools.cocoeval import COCOeval
 from benchmarks.reference_voc import voc_eval_devkit
 from detviz.anchors import PRESETS, make_anchors
 from detviz.boxes import activations_to_boxes
+from detviz.codes import NO_ERROR, ErrorKind, Outcome
 from detviz.evaluate import (
-    BKG,
-    BOTH,
-    CLS,
-    DUPE,
-    DUPLICATE,
-    FP,
-    IGNORED,
-    LOC,
-    MISS,
-    NO_ERROR,
-    TP,
     ThresholdSweep,
     class_confusion,
     coco_eval,
@@ -186,10 +176,11 @@ def test_a_class_without_ground_truth_is_nan_and_left_out_of_the_mean() -> None:
 
 def test_one_duplicate() -> None:
     r = voc_map([det(torch.cat([BOX, BOX + 1]), [0.9, 0.8], [0, 0])], [gt(BOX, [0])], 1, method="all")
-    assert r.status[0].tolist() == [TP, DUPLICATE]
+    assert r.status[0].tolist() == [Outcome.TP, Outcome.DUPLICATE]
     assert r.ap[0].item() == 1.0  # the duplicate comes after full recall
     r = voc_map([det(torch.cat([BOX + 1, BOX]), [0.9, 0.8], [0, 0])], [gt(BOX, [0])], 1, method="all")
-    assert r.status[0].tolist() == [TP, DUPLICATE]  # the better-scoring one takes the object, even if worse placed
+    # the better-scoring one takes the object, even if worse placed
+    assert r.status[0].tolist() == [Outcome.TP, Outcome.DUPLICATE]
 
 
 def test_the_voc_rule_gives_the_best_overlapping_object_even_if_taken() -> None:
@@ -201,7 +192,7 @@ def test_the_voc_rule_gives_the_best_overlapping_object_even_if_taken() -> None:
     d1 = torch.tensor([[0.0, 0.0, 100.0, 100.0]])
     d2 = torch.tensor([[10.0, 0.0, 110.0, 100.0]])  # IoU with A 0.818, with B 0.818 as well: ties to A
     r = voc_map([det(torch.cat([d1, d2]), [0.9, 0.8], [0, 0])], [gt(torch.cat([a, b]), [0, 0])], 1, method="all")
-    assert r.status[0].tolist() == [TP, DUPLICATE] and r.ap[0].item() == 0.5
+    assert r.status[0].tolist() == [Outcome.TP, Outcome.DUPLICATE] and r.ap[0].item() == 0.5
     stats = coco_map([det(torch.cat([d1, d2]), [0.9, 0.8], [0, 0])], [gt(torch.cat([a, b]), [0, 0])], 1)
     assert stats[1].item() == 1.0  # COCO matches d2 to the free object B
 
@@ -209,7 +200,7 @@ def test_the_voc_rule_gives_the_best_overlapping_object_even_if_taken() -> None:
 def test_difficult_objects_neither_count_nor_punish() -> None:
     gts = [gt(torch.cat([BOX, OTHER]), [0, 0], [False, True])]
     hit = voc_map([det(torch.cat([BOX, OTHER]), [0.9, 0.8], [0, 0])], gts, 1)
-    assert hit.status[0].tolist() == [TP, IGNORED] and hit.ap[0].item() == pytest.approx(1.0)
+    assert hit.status[0].tolist() == [Outcome.TP, Outcome.IGNORED] and hit.ap[0].item() == pytest.approx(1.0)
     assert hit.num_gt[0].item() == 1
     missed = voc_map([det(BOX, [0.9], [0])], gts, 1)
     assert missed.ap[0].item() == pytest.approx(1.0)  # missing the difficult one costs nothing
@@ -219,7 +210,7 @@ def test_difficult_objects_neither_count_nor_punish() -> None:
 
 def test_image_without_objects() -> None:
     r = voc_map([det(BOX, [0.9], [0]), det(BOX, [0.95], [0])], [gt(BOX, [0]), gt([], [])], 1, method="all")
-    assert r.status[1].tolist() == [FP] and r.status[0].tolist() == [TP]
+    assert r.status[1].tolist() == [Outcome.FP] and r.status[0].tolist() == [Outcome.TP]
     assert r.ap[0].item() == 0.5  # the false positive scores higher: precision 1/2 at full recall
     assert r.found[1].shape == (0,) and r.found[0].tolist() == [True]
 
@@ -227,7 +218,8 @@ def test_image_without_objects() -> None:
 def test_all_equal_scores_keep_the_input_order() -> None:
     boxes = torch.cat([OTHER, BOX, BOX + 2])
     r = voc_map([det(boxes, [0.5, 0.5, 0.5], [0, 0, 0])], [gt(BOX, [0])], 1, method="all")
-    assert r.status[0].tolist() == [FP, TP, DUPLICATE]  # order FP, TP, DUP: precision 1/2 at recall 1
+    # order FP, TP, DUP: precision 1/2 at recall 1
+    assert r.status[0].tolist() == [Outcome.FP, Outcome.TP, Outcome.DUPLICATE]
     assert r.ap[0].item() == 0.5
     ref = voc_eval_devkit([det(boxes, [0.5, 0.5, 0.5], [0, 0, 0])], [gt(BOX, [0])], 1, use_07_metric=False)
     assert ref[0] == 0.5
@@ -312,7 +304,15 @@ def test_error_breakdown_names_each_mistake() -> None:
     d = [det(boxes, [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3], [0, 0, 0, 0, 0, 1, 0])]
     g = [gt([a, b, c, d_], [0, 1, 1, 0])]
     eb = error_breakdown(d, g, 2)
-    assert eb.error[0].tolist() == [NO_ERROR, DUPE, CLS, LOC, BOTH, BKG, NO_ERROR]
+    assert eb.error[0].tolist() == [
+        NO_ERROR,
+        ErrorKind.DUPE,
+        ErrorKind.CLS,
+        ErrorKind.LOC,
+        ErrorKind.BOTH,
+        ErrorKind.BKG,
+        NO_ERROR,
+    ]
     assert eb.missed[0].tolist() == [False, True, True, False]
     assert eb.counts[0].tolist() == [1, 1, 1, 1, 0, 0] and eb.counts[1].tolist() == [0, 0, 0, 0, 1, 2]
     # class 0: precision 1 at recall 1/2, then 2/6 at recall 1 -> AP 2/3; class 1: AP 0
@@ -444,7 +444,8 @@ def test_worst_images_rank_by_mistakes() -> None:
     dets, gts = zip(good, one_miss, two_fp, faint, strict=True)
     eb = error_breakdown(list(dets), list(gts), 1)
     counts = image_error_counts(eb)
-    assert counts[0].sum() == 0 and counts[1, MISS] == 1 and counts[2, BKG] == 2 and counts[3, BKG] == 2
+    assert counts[0].sum() == 0 and counts[1, ErrorKind.MISS] == 1
+    assert counts[2, ErrorKind.BKG] == 2 and counts[3, ErrorKind.BKG] == 2
     scores = [torch.as_tensor(d[1]) for d in dets]
     assert worst_images(eb, scores) == [2, 1, 3]  # 1.7, then a missed object (1), then two faint boxes
     assert worst_images(eb, scores, 1) == [2]

@@ -1,4 +1,5 @@
-"""Why an anchor is positive or negative, and which anchor a plotly click picked."""
+"""Why an anchor is positive or negative, what NMS did with a candidate, why the audit's numbers
+differ, and which anchor a plotly click picked."""
 
 from __future__ import annotations
 
@@ -7,9 +8,19 @@ import torch
 from test_matching import LESSON_CLASSES, lesson_gt
 
 from detviz.anchors import PRESETS, make_anchors
+from detviz.codes import NMSDecision
 from detviz.data import VOC_CLASSES
-from detviz.explain import clicked_anchor, explain_anchor
+from detviz.explain import (
+    AUDIT_REASONS,
+    audit_reason,
+    clicked_anchor,
+    explain_anchor,
+    nms_decision,
+    nms_decision_label,
+    trace_of_classes,
+)
 from detviz.matching import match_anchors
+from detviz.postprocess import NMSTrace, postprocess
 
 ANCHORS = make_anchors(PRESETS["lesson_4x4"]).boxes
 LABELS = torch.tensor(LESSON_CLASSES)
@@ -104,3 +115,75 @@ def test_anchor_out_of_range_is_refused(anchor: int) -> None:
 )
 def test_clicked_anchor(points, expected) -> None:
     assert clicked_anchor(points, 16) == expected
+
+
+def _trace() -> NMSTrace:
+    """Four candidates, best first: a kept dog; a kept cat; a cat suppressed by it (IoU 0.62); a
+    cat NMS keeps but the detection limit drops."""
+    return NMSTrace(
+        boxes=torch.tensor([[0.0, 0, 10, 10], [20, 20, 40, 40], [22, 22, 42, 42], [60, 60, 70, 70]]),
+        scores=torch.tensor([0.95, 0.9, 0.7, 0.6]),
+        labels=torch.tensor([1, 0, 0, 0]),
+        anchor=torch.tensor([5, 9, 11, 14]),
+        status=torch.tensor([NMSDecision.KEPT, NMSDecision.KEPT, NMSDecision.SUPPRESSED, NMSDecision.OVER_LIMIT]),
+        suppressed_by=torch.tensor([-1, -1, 1, -1]),
+        suppression_iou=torch.tensor([0.0, 0.0, 0.62, 0.0]),
+    )
+
+
+def test_each_nms_decision_in_one_sentence() -> None:
+    trace, names = _trace(), ["cat", "dog"]
+    assert nms_decision(trace, 0, names) == "**candidate 0** (dog 0.950): no better box of its class: **kept**."
+    assert nms_decision(trace, 1, names) == "**candidate 1** (cat 0.900): no better box of its class: **kept**."
+    assert nms_decision(trace, 2, names) == (
+        "**candidate 2** (cat 0.700) overlaps candidate 1 (0.900), already kept, by IoU 0.62, above the NMS "
+        "threshold: **suppressed**."
+    )
+    assert nms_decision(trace, 3, names) == (
+        "**candidate 3** (cat 0.600): NMS keeps it (no better box of its class overlaps it enough), but it is "
+        "beyond the max-detections limit: **dropped**."
+    )
+
+
+def test_nms_decision_labels() -> None:
+    trace = _trace()
+    assert [nms_decision_label(trace, k) for k in range(4)] == [
+        "kept", "kept", "suppressed by candidate 1 (IoU 0.62)", "over the limit",
+    ]  # fmt: skip
+
+
+def test_trace_of_classes_renumbers_the_suppressors() -> None:
+    cats = trace_of_classes(_trace(), [0])
+    assert cats.labels.tolist() == [0, 0, 0] and cats.anchor.tolist() == [9, 11, 14]
+    assert cats.suppressed_by.tolist() == [-1, 0, -1]  # candidate 1 of the full trace is candidate 0 here
+    assert cats.status.tolist() == [NMSDecision.KEPT, NMSDecision.SUPPRESSED, NMSDecision.OVER_LIMIT]
+    assert cats.scores.tolist() == pytest.approx([0.9, 0.7, 0.6])
+    assert trace_of_classes(_trace(), [2]).status.shape == (0,)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_trace_of_classes_is_the_trace_of_a_model_that_predicts_only_them(seed: int) -> None:
+    """NMS works per class: the candidates of some classes, filtered out of the whole trace, are
+    the trace of the same outputs with the other classes' scores at zero (no limit binding)."""
+    anchors = make_anchors(PRESETS["lesson_multiscale"])
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(1, len(anchors), 5, generator=gen) * 2 - 2.5
+    acts = torch.randn(1, len(anchors), 4, generator=gen) * 0.7
+    only = [1, 3]
+    silent = logits.clone()
+    silent[..., [0, 2]] = -100.0
+    (whole,) = postprocess(logits, acts, anchors, 0.2, 0.4, 1000, return_trace=True)
+    (mine,) = postprocess(silent, acts, anchors, 0.2, 0.4, 1000, return_trace=True)
+    filtered = trace_of_classes(whole.trace, only)
+    assert filtered.status.numel() > 3
+    for field in ("labels", "anchor", "status", "suppressed_by"):
+        assert torch.equal(getattr(filtered, field), getattr(mine.trace, field)), field
+    for field in ("boxes", "scores", "suppression_iou"):  # a vectorised sigmoid may differ in the last bit
+        torch.testing.assert_close(getattr(filtered, field), getattr(mine.trace, field))
+
+
+def test_audit_reasons_are_sentences_naming_the_cut() -> None:
+    for row in AUDIT_REASONS:
+        reason = audit_reason(row, 0.3)
+        assert reason.endswith(".") and "{" not in reason
+    assert "0.3" in audit_reason("cut", 0.3) and "0.25" in audit_reason("coco_cut", 0.25)

@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 
 from detviz.anchors import PRESETS, make_anchors
+from detviz.codes import Outcome
 from detviz.explain import clicked_anchor
 from detviz.figures import (
     MISSED_COLOR,
-    OUTCOME_COLORS,
     PALETTE,
     anchor_overlay_figure,
     ap_bar_figure,
@@ -135,14 +135,15 @@ def test_thumbnail_sizes_and_box_colour() -> None:
 
 def test_lr_finder_figure_marks_the_suggestion() -> None:
     from detviz.figures import lr_finder_figure
+    from detviz.train.report import LRFinderResult
 
-    result = {
-        "lrs": [1e-5, 1e-4, 1e-3, 1e-2],
-        "losses": [3.0, 2.5, 1.0, 9.0],
-        "smoothed": [3.0, 2.8, 2.0, 4.0],
-        "suggestion": 1e-4,
-        "steepest": 1e-3,
-    }
+    result = LRFinderResult(
+        lrs=[1e-5, 1e-4, 1e-3, 1e-2],
+        losses=[3.0, 2.5, 1.0, 9.0],
+        smoothed=[3.0, 2.8, 2.0, 4.0],
+        suggestion=1e-4,
+        steepest=1e-3,
+    )
     fig = lr_finder_figure(result)
     assert [t.name for t in fig.data] == ["loss", "smoothed"] and list(fig.data[1].y) == [3.0, 2.8, 2.0, 4.0]
     assert fig.layout.xaxis.type == "log" and fig.layout.shapes[0].x0 == 1e-4
@@ -341,8 +342,8 @@ def test_detections_coloured_by_outcome_with_missed_objects() -> None:
     gt = torch.tensor([[10.0, 10, 50, 50], [30, 30, 70, 55]])
     fig = detections_figure(_image(), trace, CLASSES, gt_boxes=gt, gt_labels=torch.tensor([1, 0]), outcome=outcome,
                             missed=torch.tensor([False, True]))  # fmt: skip
-    assert _traces(fig, "TP")[0].line.color == OUTCOME_COLORS["TP"]
-    assert _traces(fig, "FP")[0].line.color == OUTCOME_COLORS["FP"]
+    assert _traces(fig, "TP")[0].line.color == Outcome.TP.colour
+    assert _traces(fig, "FP")[0].line.color == Outcome.FP.colour
     assert _gaps(_traces(fig, "missed object")[0]) == 1 and _traces(fig, "missed object")[0].line.color == MISSED_COLOR
     assert [a.text for a in fig.layout.annotations] == ["missed cat", "dog 0.90", "bird 0.70"]
     markers = fig.data[-1]
@@ -405,3 +406,31 @@ def test_evaluation_figures() -> None:
     assert (star.x[0], star.y[0]) == ("0.6", "0.01")
     scores = class_scores_figure(torch.tensor([0.1, 0.8, 0.05]), CLASSES, chosen=1)
     assert scores.data[0].marker.color[1] == class_color(1) and scores.data[0].marker.color[0] == "#cbd5e0"
+
+
+def test_figure_numbers_come_from_pure_helpers() -> None:
+    from detviz.figures.dataset import _get_histogram_info
+    from detviz.figures.detections import _get_detections_info
+    from detviz.figures.evaluation import _best_cell, _error_gains
+    from detviz.figures.training import _lr_finder_y_range
+
+    assert _get_histogram_info(torch.tensor([2, 2, 0]), 40, False, True) == ([0, 1, 2], [1, 0, 2], None)
+    assert _lr_finder_y_range([3.0, 2.0, 4.0]) == pytest.approx([1.9, 3.5]) and _lr_finder_y_range([]) is None
+    assert _error_gains({"classification": -0.1, "both": float("nan"), "missed": 0.2}) == [0, 0, 0, 0, 0, 0.2]
+    assert _best_cell(np.array([[0.1, np.nan], [0.7, 0.2]])) == (1, 0) and _best_cell(np.full((2, 2), np.nan)) == (0, 0)
+    info = _get_detections_info(_trace3(), show_suppressed=True, upto=2, selected=3)
+    assert info.kept.tolist() == [True, False, False, False] and info.suppressed.tolist() == [False, True, False, False]
+    assert info.stressed == [1, 3]  # the step's candidate, then the selected one
+    assert _get_detections_info(_trace3(), show_suppressed=False, upto=None, selected=9).stressed == []
+
+
+def test_the_apps_image_encoder_remembers_each_image_object() -> None:
+    from detviz.figures import image_data_uri
+    from pages.ui.cache import image_uri
+
+    image, same_pixels = _image(), _image()
+    uri = image_uri(image)
+    assert uri == image_data_uri(image) and image_uri(image) is uri  # the second call is the memo's
+    assert image_uri(same_pixels) == uri and image_uri(same_pixels) is not uri  # keyed on the object
+    fig = ground_truth_figure(image, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), CLASSES, encode=image_uri)
+    assert fig.data[0].source is uri

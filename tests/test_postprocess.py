@@ -10,7 +10,8 @@ from torchvision.ops import batched_nms, box_iou
 
 from detviz.anchors import PRESETS, make_anchors
 from detviz.boxes import activations_to_boxes
-from detviz.postprocess import KEPT, OVER_LIMIT, SUPPRESSED, postprocess
+from detviz.codes import NMSDecision
+from detviz.postprocess import postprocess
 
 MULTI = make_anchors(PRESETS["lesson_multiscale"])
 C = 6
@@ -73,13 +74,15 @@ def test_trace_says_what_a_greedy_nms_says(seed: int, iou: float, max_det: int) 
     t = det.trace
     assume(len(set(t.scores.tolist())) == t.scores.numel())  # the greedy reference needs no ties (rare, 1 seed in ~50)
     kept, removed = _greedy_nms(t.boxes, t.scores, t.labels, iou)
-    assert sorted(torch.nonzero(t.status != SUPPRESSED).flatten().tolist()) == sorted(kept)
+    assert sorted(torch.nonzero(t.status != NMSDecision.SUPPRESSED).flatten().tolist()) == sorted(kept)
     for j, (k, overlap) in removed.items():
         assert int(t.suppressed_by[j]) == k and abs(float(t.suppression_iou[j]) - overlap) < 1e-6
-    assert bool((t.suppressed_by[t.status != SUPPRESSED] == -1).all())
-    assert int((t.status == KEPT).sum()) == len(det) == min(max_det, len(kept))
-    assert bool((t.status[t.status != SUPPRESSED][min(max_det, len(kept)) :] == OVER_LIMIT).all())
-    assert torch.equal(t.boxes[t.status == KEPT], det.boxes)
+    assert bool((t.suppressed_by[t.status != NMSDecision.SUPPRESSED] == -1).all())
+    assert int((t.status == NMSDecision.KEPT).sum()) == len(det) == min(max_det, len(kept))
+    assert bool(
+        (t.status[t.status != NMSDecision.SUPPRESSED][min(max_det, len(kept)) :] == NMSDecision.OVER_LIMIT).all()
+    )
+    assert torch.equal(t.boxes[t.status == NMSDecision.KEPT], det.boxes)
 
 
 def test_batch_results_equal_single_image_results() -> None:

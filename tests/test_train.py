@@ -51,7 +51,7 @@ def test_overfits_one_batch(tiny: Path, tmp_path: Path) -> None:
     fit(config, run)
     steps = [m for m in run.read_metrics() if m["kind"] == "step"]
     assert steps[0]["loss"] / steps[-1]["loss"] > 10, (steps[0]["loss"], steps[-1]["loss"])
-    assert run.read_status()["state"] == "finished" and run.checkpoint("best").is_file()
+    assert run.read_status().state == "finished" and run.checkpoint("best").is_file()
 
 
 def test_run_folder_records_everything(tiny: Path, tmp_path: Path) -> None:
@@ -59,8 +59,8 @@ def test_run_folder_records_everything(tiny: Path, tmp_path: Path) -> None:
     run = RunFolder.create(config.out, config, config.name)
     progress = fit(config, run)
     status = run.read_status()
-    assert status["state"] == "finished" and status["progress"] == 1.0 and status["epoch"] == 2
-    assert set(status["metrics"]) >= {"val_loss", "val_loss_box", "val_loss_cls", "val_map", "val_map_07"}
+    assert status.state == "finished" and status.progress == 1.0 and status.epoch == 2
+    assert set(status.metrics) >= {"val_loss", "val_loss_box", "val_loss_cls", "val_map", "val_map_07"}
     epochs = [m for m in run.read_metrics() if m["kind"] == "epoch"]
     assert [m["epoch"] for m in epochs] == [0, 1] and progress.best is not None
     assert json.loads(run.config_path.read_text())["batch_size"] == 4
@@ -107,17 +107,17 @@ def test_resume_after_a_killed_process(tiny: Path, tmp_path: Path) -> None:
     ]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run = RunFolder(out / "killed")
-    wait_for(lambda: run.checkpoint("last").is_file() and run.read_status().get("epoch", 0) >= 1)
+    wait_for(lambda: run.checkpoint("last").is_file() and (run.read_status().epoch or 0) >= 1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert run.state() == "failed"  # marked running, but its process is gone
-    done_before = run.read_status()["epoch"]
+    done_before = run.read_status().epoch
     config = run.config()
     short = TrainConfig.from_dict(config.to_dict() | {"epochs": done_before + 2})
     run.config_path.write_text(json.dumps(short.to_dict()))  # finish quickly: two more epochs
     assert train_main(["--resume", str(run.path)]) == 0
     status = run.read_status()
-    assert status["state"] == "finished" and status["epoch"] == done_before + 2
+    assert status.state == "finished" and status.epoch == done_before + 2
     epochs = [m["epoch"] for m in run.read_metrics() if m["kind"] == "epoch"]
     assert epochs[-2:] == [done_before, done_before + 1]
 
@@ -130,7 +130,7 @@ def test_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tiny: Path, t
     ):
         fit(config, run)
     status = run.read_status()
-    assert status["state"] == "failed" and "lower the learning rate" in status["error"]
+    assert status.state == "failed" and "lower the learning rate" in status.error
 
 
 def test_disk_full_while_saving_keeps_the_old_checkpoint(
@@ -157,7 +157,7 @@ def test_disk_full_while_saving_keeps_the_old_checkpoint(
     payload = torch.load(run.checkpoint("last"), weights_only=True)
     assert payload["resume"]["epoch"] == 1
     assert not [p for p in run.checkpoints.iterdir() if p.name.startswith(".")]  # no temporary file left
-    assert run.read_status()["state"] == "failed"
+    assert run.read_status().state == "failed"
 
 
 def test_launch_cancel_and_list(tiny: Path, tmp_path: Path) -> None:
@@ -166,9 +166,9 @@ def test_launch_cancel_and_list(tiny: Path, tmp_path: Path) -> None:
     second = launch(config, tmp_path / "runs")
     assert first != second  # two launches never share a folder
     run = RunFolder(first)
-    wait_for(lambda: run.read_status().get("state") == "running" and run.read_status().get("step", 0) > 0)
+    wait_for(lambda: run.read_status().state == "running" and (run.read_status().step or 0) > 0)
     assert cancel(first)
-    wait_for(lambda: run.read_status().get("state") == "cancelled")
+    wait_for(lambda: run.read_status().state == "cancelled")
     assert run.checkpoint("last").is_file() and "cancelled" in run.log_tail()
     assert not cancel(first)  # not running any more
     cancel(second)
@@ -182,7 +182,7 @@ def test_launched_run_finishes_on_its_own(tiny: Path, tmp_path: Path) -> None:
     run = RunFolder(path)
     wait_for(lambda: run.state() in ("finished", "failed"), 180)
     assert run.state() == "finished", run.log_tail()
-    assert run.read_status()["pid"] > 0
+    assert run.read_status().pid > 0
 
 
 def test_bad_settings_are_refused_before_anything_runs(tiny: Path, tmp_path: Path) -> None:
@@ -299,4 +299,4 @@ def test_amp_and_channels_last_on_cuda(tiny: Path, tmp_path: Path) -> None:
     run = RunFolder.create(config.out, config, config.name)
     fit(config, run)
     status = run.read_status()
-    assert status["state"] == "finished" and status["device"].startswith("cuda") and status["gpu_memory_gb"] > 0
+    assert status.state == "finished" and status.device.startswith("cuda") and status.gpu_memory_gb > 0

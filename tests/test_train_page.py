@@ -18,10 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import run_app, texts, wait_for
 
-from detviz.models import load_checkpoint, read_checkpoint
-from detviz.train import MetricsFollower, RunFolder, TrainConfig, cancel, cli_command, delete_run, launch
-from detviz.train.__main__ import build_parser
-from detviz.train.plots import (
+from detviz.figures import (
     MAX_POINTS,
     compare_figure,
     losses_figure,
@@ -30,21 +27,11 @@ from detviz.train.plots import (
     validation_figure,
     validation_metrics,
 )
-from detviz.train.runs import (
-    LIVE_STATES,
-    LOG_TAIL_BYTES,
-    LR_FIND,
-    QUEUED_GRACE_SECONDS,
-    STATES,
-    RunSummary,
-    config_differences,
-    effective_state,
-    format_duration,
-    launch_problems,
-    poll_interval,
-    state_sentence,
-    summary_row,
-)
+from detviz.models import load_checkpoint, read_checkpoint
+from detviz.train import MetricsFollower, RunFolder, TrainConfig, cancel, cli_command, delete_run, launch
+from detviz.train.__main__ import build_parser
+from detviz.train.report import LIVE_STATES, STATES, RunStatus
+from detviz.train.runs import LOG_TAIL_BYTES, QUEUED_GRACE_SECONDS, effective_state, launch_problems, poll_interval
 
 TRAIN = "pages/train.py"
 TINY_FORM = {"train_epochs": "1", "train_size": "64", "train_batch": "4", "train_lr": "0.001", "train_augment": "False"}
@@ -115,41 +102,25 @@ def test_effective_state_corrects_for_a_process_that_is_gone() -> None:
     now = 1000.0
     alive, dead = (lambda pid: True), (lambda pid: False)
     for state in STATES:  # a live process (or none recorded): the status says it
-        assert effective_state({"state": state, "pid": 5}, alive, now) == state
-        assert effective_state({"state": state}, dead, now) == state
+        assert effective_state(RunStatus(state=state, pid=5), alive, now) == state
+        assert effective_state(RunStatus(state=state), dead, now) == state
     for state in ("finished", "failed", "cancelled"):  # an ended run stays as it ended
-        assert effective_state({"state": state, "pid": 5}, dead, now) == state
-    assert effective_state({"state": "running", "pid": 5, "updated": now}, dead, now) == "failed"
-    fresh = {"state": "queued", "pid": 5, "updated": now - QUEUED_GRACE_SECONDS + 1}
+        assert effective_state(RunStatus(state=state, pid=5), dead, now) == state
+    assert effective_state(RunStatus(state="running", pid=5, updated=now), dead, now) == "failed"
+    fresh = RunStatus(state="queued", pid=5, updated=now - QUEUED_GRACE_SECONDS + 1)
     assert effective_state(fresh, dead, now) == "queued"  # still starting up
-    stale = {"state": "queued", "pid": 5, "updated": now - QUEUED_GRACE_SECONDS - 1}
+    stale = RunStatus(state="queued", pid=5, updated=now - QUEUED_GRACE_SECONDS - 1)
     assert effective_state(stale, dead, now) == "failed"
-    asked = {"state": "queued", "pid": 5, "updated": now, "cancel_requested": now - 1}
+    asked = RunStatus(state="queued", pid=5, updated=now, cancel_requested=now - 1)
     assert effective_state(asked, dead, now) == "cancelled"  # killed before it could say so
-    resumed = {"state": "running", "pid": 5, "started": now - 1, "cancel_requested": now - 100}
+    resumed = RunStatus(state="running", pid=5, started=now - 1, cancel_requested=now - 100)
     assert effective_state(resumed, dead, now) == "failed"  # that cancel was for an earlier process
-    assert effective_state({}, dead, now) == "unknown"
+    assert effective_state(RunStatus(), dead, now) == "unknown"
 
 
 def test_poll_interval_polls_only_live_runs() -> None:
     assert [poll_interval(s, 2.0) for s in STATES] == [2.0, 2.0, None, None, None]
     assert poll_interval("gone", 2.0) is None and poll_interval("unknown", 2.0) is None
-
-
-def test_state_sentence_says_what_happens_and_what_to_do() -> None:
-    assert state_sentence("queued", {}).startswith("Queued")
-    running = state_sentence("running", {"step": 40, "total_steps": 300, "eta_seconds": 200})
-    assert running == "Running: step 40 of 300, about 3 min 20 s left."
-    assert "learning rate" in state_sentence("running", {"kind": LR_FIND})
-    finished = state_sentence("finished", {"started": 100, "finished": 142, "best": 0.41234})
-    assert finished == "Finished in 42 s, best validation score 0.4123."
-    assert "--resume" in state_sentence("cancelled", {"step": 3, "total_steps": 9})
-    assert state_sentence("failed", {"error": "the loss became nan at epoch 1, step 3."}) == (
-        "Failed: the loss became nan at epoch 1, step 3. The end of its log is below."
-    )
-    assert "without saying why" in state_sentence("failed", {})
-    assert "No readable status.json" in state_sentence("unknown", {})
-    assert [format_duration(s) for s in (0, 59.6, 200, 7500)] == ["0 s", "1 min 00 s", "3 min 20 s", "2 h 05 min"]
 
 
 def test_launch_problems_name_the_fix() -> None:
@@ -170,26 +141,6 @@ def test_launch_problems_name_the_fix() -> None:
     assert "this machine has 2; lower the number" in one(TrainConfig(), 4, 2)
     assert "this machine has none" in one(TrainConfig(), 2, 0)
     assert "split over 8 GPUs" in one(TrainConfig(batch_size=4), 8, 8)
-
-
-def test_summary_row_and_config_differences() -> None:
-    status = {"state": "finished", "epoch": 2, "best": 0.5, "device": "cpu", "created": 0.0}
-    config = TrainConfig(epochs=3, backbone="resnet18", pretrained=True).to_dict()
-    row = summary_row(RunSummary("a", Path("a"), "finished", status, config))
-    assert row["epochs"] == "2 / 3" and row["backbone"] == "resnet18 (ImageNet)" and row["anchors"] == "default"
-    assert row["job"] == "training" and row["best"] == 0.5 and row["loss"] == "focal"
-    finder = summary_row(RunSummary("f", Path("f"), "running", {"kind": LR_FIND}, TrainConfig(model="largest").to_dict()))  # fmt: skip
-    assert finder["job"] == "LR finder" and finder["epochs"] == "-" and finder["loss"] == "-"
-    configs = {
-        "a": TrainConfig(name="a", lr=1e-3).to_dict(),
-        "b": TrainConfig(name="b", lr=3e-3, loss="bce").to_dict(),
-        "c": TrainConfig(name="c", lr=1e-3).to_dict(),
-    }
-    assert config_differences(configs) == {
-        "loss": {"a": "focal", "b": "bce", "c": "focal"},
-        "lr": {"a": 1e-3, "b": 3e-3, "c": 1e-3},
-    }
-    assert config_differences({"a": configs["a"], "c": configs["c"]}) == {}
 
 
 # --- files of a run ----------------------------------------------------------------------------
@@ -408,7 +359,7 @@ def test_three_sessions_launch_at_once_then_watch_compare_and_delete(data_root: 
     assert watched(at_finder) == (f"Learning-rate finder {names[2]}", "finished")
     use = next(b for b in at_finder.button if b.label.startswith("Use "))
     rate = use.label.split()[1]
-    assert float(rate) == pytest.approx(runs[2].lr_find()["suggestion"], rel=0.05)
+    assert float(rate) == pytest.approx(runs[2].lr_find().suggestion, rel=0.05)
     use.click().run()
     assert at_finder.session_state["train_view"] == "New run" and at_finder.text_input(key="train_lr").value == rate
     assert f"--lr {float(rate):g}" in at_finder.code[0].value
@@ -446,7 +397,7 @@ def test_running_cancelled_and_failed_runs(data_root: Path, demo_root: Path) -> 
     wait_for(lambda: ended(early), 30)
     assert early.state() == "cancelled"
 
-    wait_for(lambda: long.state() == "running" and long.read_status().get("step", 0) > 0)
+    wait_for(lambda: long.state() == "running" and (long.read_status().step or 0) > 0)
     at = run_app(TRAIN, train_view="Watch", run="long")
     assert watched(at) == ("Run long", "running")
     assert at.get("progress") and "step " in at.get("progress")[0].proto.text

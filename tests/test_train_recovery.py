@@ -20,9 +20,10 @@ from conftest import wait_for
 
 from detviz.data import make_demo_dataset
 from detviz.models import load_checkpoint
-from detviz.train import RunFolder, TrainConfig, TrainingError, cancel, engine, find_lr, fit, launch, prepare
+from detviz.train import RunFolder, TrainConfig, TrainingError, cancel, engine, find_lr, fit, launch, prepare, tasks
 from detviz.train.__main__ import main as train_main
-from detviz.train.engine import FALLBACK_LR, LR_FLOOR, Callback, Cancelled, suggest_lr
+from detviz.train.engine import Callback, Cancelled
+from detviz.train.lr_finder import FALLBACK_LR, LR_FLOOR, suggest_lr
 from detviz.train.runs import RunBusy, delete_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,11 +78,11 @@ def test_a_kill_while_best_is_first_written_resumes_to_a_real_best(tiny: Path, t
     assert run.state() == "failed" and epoch_records(run) == []  # the epoch's line was never written
 
     assert train_main(["--resume", str(run.path)]) == 0
-    assert run.read_status()["state"] == "finished"
+    assert run.read_status().state == "finished"
     _, info = load_checkpoint(run.checkpoint("best"))  # the best it claims opens
     [record] = epoch_records(run)  # the lost epoch record is back, once
     assert record["epoch"] == 0 and info.metrics["val_map"] == pytest.approx(record["val_map"])
-    assert run.read_status()["best"] == pytest.approx(record["val_map"])
+    assert run.read_status().best == pytest.approx(record["val_map"])
     assert not [p for p in run.checkpoints.iterdir() if p.name.startswith(".")]  # the killed write's file is gone
 
 
@@ -115,7 +116,7 @@ def test_a_failed_start_ends_failed_with_its_reason(
     assert len(error) == 1 and reason in error[0]
     run = RunFolder(out / "bad")
     status = run.read_status()
-    assert status["state"] == "failed" and reason in status["error"] and run.state() == "failed"
+    assert status.state == "failed" and reason in status.error and run.state() == "failed"
     assert not cancel(run.path)
     delete_run(run.path, out)  # a failed run can be deleted
     assert not run.path.exists()
@@ -124,8 +125,9 @@ def test_a_failed_start_ends_failed_with_its_reason(
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
-        ("--lr", "nan", "the learning rate must be a positive finite number or auto, got nan"),
-        ("--lr", "-1", "the learning rate must be a positive finite number or auto, got -1"),
+        ("--lr", "nan", "Learning rate nan: it must be a positive number (or 'auto')"),
+        ("--lr", "-1", "Learning rate -1: it must be a positive number (or 'auto')"),
+        ("--lr", "fast", "Learning rate 'fast': type a number such as 0.003, or 'auto'"),
         ("--alpha", "1.5", "--alpha must be in [0, 1]"),
         ("--gamma", "-1", "--gamma must be 0 or more"),
         ("--device", "tpu", "--device must be one of auto, cpu, cuda, mps or cuda:N, got 'tpu'"),
@@ -192,7 +194,7 @@ def test_a_run_folder_has_one_owner_at_a_time(tiny: Path, tmp_path: Path, capsys
             RunFolder(run.path).lock()
         with pytest.raises(ValueError, match="a process is still using the run"):
             delete_run(run.path, config.out)
-        assert run.read_status()["state"] == "cancelled"  # the refused process wrote nothing
+        assert run.read_status().state == "cancelled"  # the refused process wrote nothing
     finally:
         holder.kill()  # death releases the lock
         holder.wait()
@@ -237,11 +239,11 @@ def test_cancel_ends_cancelled_with_a_loadable_checkpoint(tiny: Path, tmp_path: 
     config = quick(tiny, tmp_path, epochs=500, val_split="", workers=workers)
     path = launch(config, tmp_path / "runs", name=f"cancel-{workers}")
     run = RunFolder(path)
-    wait_for(lambda: run.read_status().get("state") == "running" and run.read_status().get("step", 0) >= 10)
+    wait_for(lambda: run.read_status().state == "running" and (run.read_status().step or 0) >= 10)
     assert cancel(path)
     wait_for(lambda: run.state() not in ("queued", "running"))
     status = run.read_status()
-    assert status["state"] == "cancelled", (status, run.log_tail())
+    assert status.state == "cancelled", (status, run.log_tail())
     _, info = load_checkpoint(run.checkpoint("last"))
     assert info.training["epochs_done"] >= 1 and "Terminated" not in run.log_tail()
 
@@ -267,7 +269,7 @@ def test_a_resumed_run_logs_each_step_once(tiny: Path, tmp_path: Path) -> None:
     run = RunFolder.create(config.out, config, config.name)
     with pytest.raises(Cancelled):
         fit(config, run, [CancelAtStep(10)])
-    assert run.read_status()["state"] == "cancelled"
+    assert run.read_status().state == "cancelled"
     assert [m["step"] for m in run.read_metrics() if m["kind"] == "step"] == [10]
     assert train_main(["--resume", str(run.path)]) == 0
     steps = [m["step"] for m in run.read_metrics() if m["kind"] == "step"]
@@ -327,9 +329,9 @@ def test_the_finder_on_small_and_default_sizes_suggests_a_trainable_rate(
     found = find_lr(s, steps=60)
     after = s.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the finder restores the weights
-    assert LR_FLOOR <= found["suggestion"] <= 0.1, found
-    expected = suggest_lr(found["lrs"], found["smoothed"])
-    assert found["suggestion"] == expected.suggestion and found["warning"] == expected.warning
+    assert LR_FLOOR <= found.suggestion <= 0.1, found
+    expected = suggest_lr(found.lrs, found.smoothed)
+    assert found.suggestion == expected.suggestion and found.warning == expected.warning
 
 
 # --- 8: a loss that explodes but stays finite ------------------------------------------------
@@ -340,7 +342,7 @@ def test_an_exploding_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
 ) -> None:
     config = quick(tiny, tmp_path, epochs=10, val_split="", name="explode")
     run = RunFolder.create(config.out, config, config.name)
-    real_loss = engine.SSDTask.loss
+    real_loss = tasks.SSDTask.loss
     calls = {"n": 0}
 
     def loss(self, outputs, batch):
@@ -350,11 +352,11 @@ def test_an_exploding_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
             parts["loss"] = parts["loss"] * 1e16
         return parts
 
-    monkeypatch.setattr(engine.SSDTask, "loss", loss)
+    monkeypatch.setattr(tasks.SSDTask, "loss", loss)
     with pytest.raises(TrainingError, match=r"the loss exploded to .* at epoch 4, step 6 .*lower the learning rate"):
         fit(config, run)
     status = run.read_status()
-    assert status["state"] == "failed" and "exploded" in status["error"]
+    assert status.state == "failed" and "exploded" in status.error
     _, info = load_checkpoint(run.checkpoint("last"))
     assert info.training["epochs_done"] == 3
 

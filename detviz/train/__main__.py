@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import signal
 import sys
@@ -21,21 +20,14 @@ from typing import NoReturn
 
 from tqdm import tqdm
 
+from detviz.checkpoints import CheckpointError
 from detviz.data import DataError
-from detviz.models import CheckpointError
-from detviz.train.config import TrainConfig
-from detviz.train.engine import (
-    Callback,
-    Cancelled,
-    Progress,
-    TrainingError,
-    find_lr,
-    fit,
-    prepare,
-    resolve_device,
-    start_processes,
-)
-from detviz.train.runs import LIVE_STATES, RunFolder
+from detviz.train.build import TrainingError, prepare, resolve_device, start_processes
+from detviz.train.config import TrainConfig, parse_learning_rate
+from detviz.train.engine import Callback, Cancelled, Progress, fit
+from detviz.train.lr_finder import find_lr
+from detviz.train.report import LIVE_STATES, LRFinderResult, RunState
+from detviz.train.runs import RunFolder
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -83,15 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _learning_rate(text: str) -> float:
-    if text == "auto":
-        return 0.0
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"the learning rate must be a positive finite number or auto, got {text}")
-    return value
+        return parse_learning_rate(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _numbers(text: str) -> tuple[float, ...]:
@@ -132,7 +119,7 @@ class TqdmCallback(Callback):
 def _find_lr_job(run: RunFolder, config: TrainConfig) -> int:
     """Runs only the learning-rate finder in a queued run folder: status running, then
     lr_find.json and the suggestion in status.json, then finished (or failed / cancelled)."""
-    run.write_status(state="running", pid=os.getpid(), started=time.time(), error="")
+    run.write_status(state=RunState.RUNNING, pid=os.getpid(), started=time.time(), error="")
     run.log("learning-rate finder: ramping the rate batch by batch")
 
     def stop(*_: object) -> NoReturn:
@@ -142,21 +129,19 @@ def _find_lr_job(run: RunFolder, config: TrainConfig) -> int:
     try:
         result = find_lr(prepare(config), run)
     except Cancelled:
-        run.write_status(state="cancelled", finished=time.time())
+        run.write_status(state=RunState.CANCELLED, finished=time.time())
         run.log("cancelled")
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-    run.write_status(state="finished", finished=time.time(), progress=1.0, suggestion=result["suggestion"])
+    run.write_status(state=RunState.FINISHED, finished=time.time(), progress=1.0, suggestion=result.suggestion)
     run.log("finished")
     print(_suggestion_line(result))
     return 0
 
 
-def _suggestion_line(result: dict) -> str:
-    return f"suggested learning rate: {result['suggestion']:.3g}" + (
-        f" ({result['warning']})" if result.get("warning") else ""
-    )
+def _suggestion_line(result: LRFinderResult) -> str:
+    return f"suggested learning rate: {result.suggestion:.3g}" + (f" ({result.warning})" if result.warning else "")
 
 
 def _mark_failed(run: RunFolder | None, message: str) -> None:
@@ -165,8 +150,8 @@ def _mark_failed(run: RunFolder | None, message: str) -> None:
     owns (holds its lock): another process's run is left alone."""
     if run is None or not run.owned() or not run.exists():
         return
-    if run.read_status().get("state") in LIVE_STATES:
-        run.write_status(state="failed", error=message, finished=time.time())
+    if run.read_status().state in LIVE_STATES:
+        run.write_status(state=RunState.FAILED, error=message, finished=time.time())
         run.log(f"failed: {message}")
 
 
@@ -192,9 +177,9 @@ def _main(args: argparse.Namespace, owned: list[RunFolder]) -> int:
                 run.lock()  # before reading its state: two --resume at once, one runs
                 owned.append(run)
             state = run.state()
-            if args.resume and state in ("running", "finished"):
+            if args.resume and state in (RunState.RUNNING, RunState.FINISHED):
                 raise ValueError(f"{run.path}: the run is {state}; only a stopped run can be resumed.")
-            if args.run_dir and state != "queued":
+            if args.run_dir and state != RunState.QUEUED:
                 raise ValueError(f"{run.path}: the run is {state}, not queued; use --resume to continue it.")
             config = run.config()
             if args.find_lr:  # the app's short learning-rate-finder job

@@ -13,6 +13,15 @@ from detviz.checks import DEVICES
 from detviz.losses import CLASSIFICATIONS, NORMALIZATIONS
 from detviz.models import BACKBONES, MODEL_KINDS
 
+CHOICES = {  # the settings that name one of a few things (anchors may also be "": the model's default)
+    "model": MODEL_KINDS,
+    "backbone": BACKBONES,
+    "anchors": tuple(PRESETS),
+    "loss": CLASSIFICATIONS,
+    "normalization": NORMALIZATIONS,
+}
+AUTO_LR = ("auto", "find", "")  # what a typed learning rate accepts for "run the finder first" (lr 0)
+
 
 def _opt(default: Any, help: str) -> Any:
     """A field with its --help text (the CLI builds its flags from these)."""
@@ -60,14 +69,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad field and what is allowed."""
-        choices = {
-            "model": MODEL_KINDS,
-            "backbone": BACKBONES,
-            "anchors": tuple(PRESETS),
-            "loss": CLASSIFICATIONS,
-            "normalization": NORMALIZATIONS,
-        }
-        for name, allowed in choices.items():
+        for name, allowed in CHOICES.items():
             value = getattr(self, name)
             if value not in allowed and not (name == "anchors" and value == ""):
                 default = " (or leave it out for the model's default)" if name == "anchors" else ""
@@ -180,7 +182,7 @@ def cli_command(config: TrainConfig, gpus: int = 1) -> list[str]:
         if isinstance(value, bool):
             args.append(flag if value else "--no-" + f.name.replace("_", "-"))
         elif f.name == "lr":
-            args += [flag, _number(value) if value else "auto"]
+            args += [flag, learning_rate_text(value)]
         elif f.name == "lr_divisors":
             args += [flag, ",".join(_number(v) for v in value)]
         else:
@@ -188,6 +190,30 @@ def cli_command(config: TrainConfig, gpus: int = 1) -> list[str]:
     if gpus > 1:
         return ["torchrun", "--standalone", f"--nproc_per_node={gpus}", "-m", "detviz.train", *args]
     return ["python", "-m", "detviz.train", *args]
+
+
+def parse_learning_rate(text: str) -> float:
+    """A typed learning rate (the CLI's --lr, the Train page's field): 0.0 for auto (any of
+    AUTO_LR, in any case: the finder runs first), else a positive finite number.
+
+    Raises:
+        ValueError: anything else, in one sentence with the fix.
+    """
+    text = text.strip().lower()
+    if text in AUTO_LR:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"Learning rate {text!r}: type a number such as 0.003, or 'auto'.") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"Learning rate {text}: it must be a positive number (or 'auto').")
+    return value
+
+
+def learning_rate_text(lr: float) -> str:
+    """A learning rate as it is typed back: "auto" for 0 (find it first), else the number."""
+    return _number(lr) if lr else AUTO_LR[0]
 
 
 def _number(value: float) -> str:

@@ -1,12 +1,12 @@
 """Run folders: what a training run writes, so that a page or a person can follow it.
 
     runs/<name>/config.json        the TrainConfig
-    runs/<name>/status.json        state (queued | running | finished | failed | cancelled), pid,
-                                   progress, ETA, error, last metrics; rewritten atomically
+    runs/<name>/status.json        report.RunStatus: state (report.RunState), pid, progress, ETA,
+                                   error, last metrics; rewritten atomically
     runs/<name>/metrics.jsonl      one json line per logged step and per epoch, flushed at once
     runs/<name>/train.log          the run's own words (and its process output when launched)
-    runs/<name>/lr_find.json       the learning-rate finder's curve, when it ran (a run with
-                                   lr 0, or a finder-only job: status kind "lr_find")
+    runs/<name>/lr_find.json       report.LRFinderResult: the learning-rate finder's curve, when it
+                                   ran (a run with lr 0, or a finder-only job: status kind "lr_find")
     runs/<name>/checkpoints/last.pt, best.pt   written to a temporary file, then renamed
     runs/<name>/.lock              locked (flock) by the one process that owns the run
 
@@ -19,6 +19,7 @@ a second process that asks for the folder is refused (RunBusy).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -39,10 +40,8 @@ from typing import Any
 import torch
 
 from detviz.train.config import TrainConfig
+from detviz.train.report import LIVE_STATES, LR_FIND, LRFinderResult, RunState, RunStatus
 
-STATES = ("queued", "running", "finished", "failed", "cancelled")
-LIVE_STATES = ("queued", "running")  # a process is (about to be) at work: poll, offer Cancel
-LR_FIND = "lr_find"  # status "kind" of a learning-rate-finder-only job (launch(find_lr=True))
 QUEUED_GRACE_SECONDS = 60  # a queued run's process may take this long to import torch and start
 LOG_TAIL_BYTES = 64 * 1024  # log_tail reads at most this much of the end of train.log
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -114,7 +113,7 @@ class RunFolder:
         run = cls(root / name)
         run.checkpoints.mkdir()
         atomic_write(run.config_path, json.dumps(config.to_dict(), indent=2).encode())
-        run.write_status(state="queued", created=time.time())
+        run.write_status(state=RunState.QUEUED, created=time.time())
         return run
 
     def exists(self) -> bool:
@@ -197,15 +196,22 @@ class RunFolder:
                     removed.append(path)
         return removed
 
-    def read_status(self) -> dict[str, Any]:
+    def read_status(self) -> RunStatus:
+        """status.json; an empty RunStatus (state "unknown") when it is missing or unreadable."""
         try:
-            return json.loads(self.status_path.read_text())
+            return RunStatus.from_json(self.status_path.read_bytes())
         except (OSError, ValueError):
-            return {}
+            return RunStatus()
 
-    def write_status(self, **fields: Any) -> dict[str, Any]:
-        status = self.read_status() | fields | {"updated": time.time()}
-        atomic_write(self.status_path, json.dumps(status, indent=2).encode())
+    def write_status(self, status: RunStatus | None = None, **fields: Any) -> RunStatus:
+        """Rewrites status.json (atomically) as `status` (default: the file as it is) with the
+        RunStatus `fields` given changed and `updated` set to now; returns what it wrote.
+
+        Raises:
+            TypeError: a field RunStatus does not have.
+        """
+        status = dataclasses.replace(status or self.read_status(), **fields, updated=time.time())
+        atomic_write(self.status_path, status.to_json().encode())
         return status
 
     def append_metrics(self, record: dict[str, Any]) -> None:
@@ -256,25 +262,25 @@ class RunFolder:
             shown.pop()
         return "\n".join(shown[-lines:])
 
-    def lr_find(self) -> dict[str, Any] | None:
-        """lr_find.json ({"lrs", "losses", "smoothed", "suggestion", "steepest"}), or None when
-        the finder has not written it (yet)."""
+    def lr_find(self) -> LRFinderResult | None:
+        """lr_find.json, or None when the finder has not written it (yet) or it is unreadable."""
         try:
-            return json.loads(self.lr_find_path.read_text())
+            return LRFinderResult.from_json(self.lr_find_path.read_bytes())
         except (OSError, ValueError):
             return None
+
+    def write_lr_find(self, result: LRFinderResult) -> None:
+        atomic_write(self.lr_find_path, result.to_json().encode())
 
     def checkpoint(self, which: str = "best") -> Path:
         return self.checkpoints / f"{which}.pt"
 
     def state(self) -> str:
-        """The run's state (one of STATES, or "unknown" without a readable status.json)."""
+        """The run's state (one of report.STATES, or "unknown" without a readable status.json)."""
         return effective_state(self.read_status())
 
 
-def effective_state(
-    status: dict[str, Any], alive: Callable[[int], bool] | None = None, now: float | None = None
-) -> str:
+def effective_state(status: RunStatus, alive: Callable[[int], bool] | None = None, now: float | None = None) -> str:
     """What a status.json means now: its "state", corrected for a process that is gone.
 
     A live state (queued, running) whose process has ended without writing its final state
@@ -283,16 +289,15 @@ def effective_state(
     QUEUED_GRACE_SECONDS to start its process first. `alive(pid) -> bool` says whether a
     process runs (default pid_alive); `now` is the time (default time.time()).
     """
-    state = status.get("state", "unknown")
-    pid = status.get("pid")
+    state, pid = status.state, status.pid
     if state not in LIVE_STATES or not pid or (alive or pid_alive)(int(pid)):
         return state
-    if status.get("cancel_requested", 0) > status.get("started", 0):  # asked since this process started
-        return "cancelled"
-    waited = (now if now is not None else time.time()) - status.get("updated", 0)
-    if state == "queued" and waited <= QUEUED_GRACE_SECONDS:
-        return "queued"
-    return "failed"
+    if (status.cancel_requested or 0) > (status.started or 0):  # asked since this process started
+        return RunState.CANCELLED
+    waited = (now if now is not None else time.time()) - (status.updated or 0)
+    if state == RunState.QUEUED and waited <= QUEUED_GRACE_SECONDS:
+        return RunState.QUEUED
+    return RunState.FAILED
 
 
 def _last_redraw(line: str) -> str:
@@ -307,7 +312,7 @@ class RunSummary:
     name: str
     path: Path
     state: str
-    status: dict[str, Any]
+    status: RunStatus
     config: dict[str, Any]
 
 
@@ -326,7 +331,7 @@ def list_runs(root: str | Path) -> list[RunSummary]:
         except (OSError, ValueError):
             continue
         runs.append(RunSummary(path.name, path, run.state(), run.read_status(), config))
-    return sorted(runs, key=lambda r: r.status.get("created", 0), reverse=True)
+    return sorted(runs, key=lambda r: r.status.created or 0, reverse=True)
 
 
 def pid_alive(pid: int) -> bool:
@@ -389,7 +394,7 @@ def cancel(path: str | Path) -> bool:
     """
     run = RunFolder(path)
     status = run.read_status()
-    pid = status.get("pid")
+    pid = status.pid
     if not pid or run.state() not in LIVE_STATES or not pid_alive(int(pid)):
         return False
     # marks the request first: a process killed before it installed its handler (still
@@ -499,70 +504,3 @@ def launch_problems(config: TrainConfig, gpus: int, cuda_devices: int) -> list[s
         if config.batch_size < gpus:
             problems.append(f"--batch-size {config.batch_size} is split over {gpus} GPUs: give at least {gpus}.")
     return problems
-
-
-def state_sentence(state: str, status: dict[str, Any]) -> str:
-    """One sentence on a run's state for a person: what is happening, or how it ended and what
-    to do next. `status` is its status.json (RunFolder.read_status())."""
-    step, total = status.get("step", 0), status.get("total_steps")
-    where = f"step {step} of {total}" if total else f"step {step}"
-    if state == "queued":
-        return "Queued: its process is starting (importing PyTorch and reading the data)."
-    if state == "running":
-        if status.get("kind") == LR_FIND:
-            return "Running: ramping the learning rate batch by batch."
-        return f"Running: {where}" + (f", about {format_duration(status['eta_seconds'])} left." if status.get("eta_seconds") else ".")  # fmt: skip
-    if state == "finished":
-        took = status.get("finished", 0) - status.get("started", status.get("created", 0))
-        best = f", best validation score {status['best']:.4f}" if status.get("best") is not None else ""
-        return f"Finished in {format_duration(max(took, 0))}{best}."
-    if state == "cancelled":
-        return f"Cancelled at {where}; continue it with `python -m detviz.train --resume <its folder>`."
-    if state == "failed":
-        error = status.get("error") or "its process ended without saying why (killed, or out of memory?)"
-        return f"Failed: {error.rstrip('.')}. The end of its log is below."
-    return "No readable status.json: not a run folder this version of detviz wrote."
-
-
-def format_duration(seconds: float) -> str:
-    """A duration for people: "42 s", "3 min 20 s", "2 h 05 min"."""
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-def summary_row(run: RunSummary) -> dict[str, Any]:
-    """One row of the runs table: name, state, job, model, backbone, anchors, loss, epochs
-    (done / total), best validation score, device, created (a datetime)."""
-    s, c = run.status, run.config
-    finder = s.get("kind") == LR_FIND
-    ssd = str(c.get("model", "")).startswith("ssd")
-    return {
-        "run": run.name,
-        "state": run.state,
-        "job": "LR finder" if finder else "training",
-        "model": c.get("model"),
-        "backbone": str(c.get("backbone", "")) + (" (ImageNet)" if c.get("pretrained") else ""),
-        "anchors": (c.get("anchors") or "default") if ssd else "-",
-        "loss": c.get("loss") if ssd else "-",
-        "epochs": "-" if finder else f"{s.get('epoch', 0)} / {c.get('epochs')}",
-        "best": s.get("best"),
-        "device": s.get("device", ""),
-        "created": datetime.fromtimestamp(s.get("created", 0)),
-    }
-
-
-def config_differences(configs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The settings that differ between runs: {setting: {run name: value}}, in TrainConfig's
-    field order; `configs` maps run names to their config.json. `name` and `out` are left out
-    (they always differ or never matter); a setting a config lacks shows as None."""
-    fields = [f for f in TrainConfig.__dataclass_fields__ if f not in ("name", "out")]
-    differences = {}
-    for field in fields:
-        values = {run: config.get(field) for run, config in configs.items()}
-        if len({json.dumps(v) for v in values.values()}) > 1:
-            differences[field] = values
-    return differences

@@ -18,10 +18,10 @@ from torch import Tensor
 
 from detviz.anchors import PRESETS, AnchorConfig, Anchors, config_text, make_anchors, parse_anchor_text
 from detviz.coverage import Coverage, anchor_coverage
-from detviz.data import VOC_CLASSES, DataError, DatasetIndex, load_image
+from detviz.data import VOC_CLASSES, DataError, DatasetIndex
 from detviz.data.spec import dataset_fingerprint
 from detviz.data.voc import file_stamp
-from detviz.evaluate import ThresholdSweep
+from detviz.evaluate import DatasetSweep, sweep_dataset
 from detviz.inference import Detector, NonFiniteOutputs
 from detviz.models import DETECTOR_KINDS, CheckpointError, compatibility_problems
 from detviz.postprocess import DEFAULT_NMS_IOU
@@ -283,55 +283,22 @@ LIVE_FLOOR = 0.01  # the lowest score threshold the live pages offer; candidates
 SUBSETS = {"first 100 images": 100, "first 500 images": 500, "all images": 1 << 30}  # URL values of ?subset=
 
 
-@dataclass(frozen=True)
-class LiveSet:
-    """A model's outputs over (part of) a dataset, ready for threshold sweeps.
-
-    Attributes:
-        sweep: the candidates of every image. index: the images, in sweep order.
-        sizes: (N, 2) width, height per image. unreadable: images whose file could not be read
-            (scored as having no detections).
-    """
-
-    sweep: ThresholdSweep
-    index: DatasetIndex
-    sizes: torch.Tensor
-    unreadable: list[str]
+LiveSet = DatasetSweep  # a model's outputs over (part of) the sidebar's dataset: sweep, index, sizes, unreadable
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _live_set(path: str, stamp: tuple, spec: str, split: str, fingerprint: tuple, limit: int) -> LiveSet:
-    detector = _detector(path, stamp)
     full = ui.read_index(spec, split, fingerprint)
-    index = full.subset(list(range(min(limit, len(full)))))
-    sizes = torch.stack([index.widths, index.heights], 1)
-    scale = sizes.float().repeat(1, 2)
-    truths = [(r.boxes / scale[i], r.labels, r.difficult) for i, r in enumerate(index)]
-    sweep = ThresholdSweep(truths, len(detector.classes), floor=LIVE_FLOOR, coding=detector.coding)
-    unreadable = []
-    for start in range(0, len(index), 16):
-        images, broken = [], []
-        for i in range(start, min(start + 16, len(index))):
-            r = index[i]
-            try:
-                images.append(load_image(r.image_path, (r.width, r.height)))
-            except DataError:
-                images.append(Image.new("RGB", (r.width, r.height)))
-                broken.append(len(images) - 1)
-                unreadable.append(r.image_id)
-        logits, boxes = detector.raw_outputs(images)
-        if broken:
-            logits[broken] = -30.0  # an unreadable image gets no detections
-        sweep.add_batch(logits, boxes, detector.anchors)
-    sweep.kept_by_nms(DEFAULT_NMS_IOU)  # the first view's NMS, here under the spinner
+    live = sweep_dataset(_detector(path, stamp), full.subset(list(range(min(limit, len(full))))), floor=LIVE_FLOOR)
+    live.sweep.kept_by_nms(DEFAULT_NMS_IOU)  # the first view's NMS, here under the spinner
     # the other values the NMS slider offers, nearest first, while the user looks at the first
     # result: a move to any of them then costs no NMS (about 1 s for 500 images on a laptop)
     others = sorted(NMS_STEPS, key=lambda v: abs(v - DEFAULT_NMS_IOU))
     stop = threading.Event()
-    thread = threading.Thread(target=sweep.warm, args=(others, stop), name="warm NMS", daemon=True)
+    thread = threading.Thread(target=live.sweep.warm, args=(others, stop), name="warm NMS", daemon=True)
     _WARMING.append((thread, stop))
     thread.start()
-    return LiveSet(sweep, index, sizes, unreadable)
+    return live
 
 
 _WARMING: list[tuple[threading.Thread, threading.Event]] = []  # warm-up threads not stopped yet, with their stop flag

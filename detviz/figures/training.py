@@ -1,4 +1,5 @@
-"""Figures of training runs: pure functions, metrics.jsonl records in, plotly figure out.
+"""Figures of training runs: pure functions, metrics.jsonl records (or the learning-rate
+finder's result) in, plotly figure out.
 
 A record is one line of a run's metrics.jsonl (see detviz.train.engine.RunFolderCallback):
     {"kind": "step", "epoch", "step", "lr", "loss", "loss_box", "loss_cls", ..., "time"}
@@ -11,12 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import plotly.graph_objects as go
 
-from detviz.figures import FONT, PALETTE
+from detviz.figures.style import ACCENT, MUTED, PALETTE, REFERENCE, chart_layout, legend
+
+if TYPE_CHECKING:
+    from detviz.train.report import LRFinderResult
 
 LOSS_PARTS = ("loss", "loss_box", "loss_cls")  # step records' loss keys, total first
 EPOCH_METRICS = ("val_map", "val_map_07", "val_accuracy", "val_loss")  # score metrics, then the loss
@@ -26,9 +30,8 @@ FEW_POINTS = 30  # curves with fewer points get markers (a single point has no l
 
 
 def _layout(title: str, height: int = 300, **axes: Any) -> dict:
-    return dict(title=dict(text=title, x=0, xanchor="left"), height=height, margin=dict(l=0, r=0, t=60, b=0),
-                font=FONT, legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
-                hovermode="x unified", **axes)  # fmt: skip
+    return chart_layout(dict(text=title, x=0, xanchor="left"), height, top=60, legend=legend("above right"),
+                        hovermode="x unified", **axes)  # fmt: skip
 
 
 def split_records(records: Sequence[dict]) -> tuple[list[dict], list[dict]]:
@@ -141,4 +144,39 @@ def compare_figure(runs: dict[str, Sequence[dict]], metric: str = "val_map") -> 
         else dict(title=metric)
     )
     fig.update_layout(_layout(title, 340, xaxis=dict(title="step" if per_step else "epoch"), yaxis=yaxis))
+    return fig
+
+
+def _lr_finder_y_range(smoothed: Sequence[float]) -> list[float] | None:
+    """The loss axis of the finder's figure: from the smoothed minimum to the highest point
+    before it (the blow-up after it is cut), with some room; None (autorange) for no curve."""
+    if not smoothed:
+        return None
+    lowest = min(range(len(smoothed)), key=smoothed.__getitem__)
+    low, high = smoothed[lowest], max(smoothed[: lowest + 1])
+    return [low - 0.1 * abs(high - low), high + 0.5 * abs(high - low)]
+
+
+def lr_finder_figure(result: LRFinderResult) -> go.Figure:
+    """The learning-rate finder's curve: loss (raw and smoothed) against a log learning rate,
+    with the suggested rate marked."""
+    fig = go.Figure(
+        [
+            go.Scatter(x=result.lrs, y=y, mode="lines", name=name, line=dict(color=color),
+                       hovertemplate=f"lr %{{x:.2g}}: {name} %{{y:.4g}}<extra></extra>")
+            for name, y, color in (("loss", result.losses, MUTED), ("smoothed", result.smoothed, ACCENT))
+        ]
+    )  # fmt: skip
+    fig.add_vline(
+        x=result.suggestion,
+        line=dict(color=REFERENCE, dash="dash"),
+        annotation_text=f"suggested {result.suggestion:.2g}",
+        annotation_position="top",
+    )
+    fig.update_xaxes(type="log", title="learning rate")
+    fig.update_yaxes(title="loss")
+    y_range = _lr_finder_y_range(result.smoothed)
+    if y_range is not None:
+        fig.update_yaxes(range=y_range)
+    fig.update_layout(chart_layout("Learning-rate finder", 340, legend=legend("top right")))
     return fig
