@@ -19,7 +19,8 @@ test: $(DEV) chromium
 	$(PY) -m pytest
 
 bench: $(DEV)
-	@failed=""; for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || failed="$$failed $$f"; done; \
+	@failed=""; for f in benchmarks/bench_*.py; do m=benchmarks.$$(basename $$f .py); echo "== $$m"; \
+	  $(PY) -m $$m || failed="$$failed $$m"; done; \
 	if [ -n "$$failed" ]; then echo "goals missed in:$$failed"; exit 1; fi
 
 lint: $(DEV)

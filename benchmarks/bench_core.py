@@ -18,18 +18,16 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from torchvision.ops import batched_nms
+
+from benchmarks.common import Row, best_of, report
+from benchmarks.reference_loss import ssd_loss_loop
+from detviz.anchors import PRESETS, make_anchors
+from detviz.losses import ssd_loss
+from detviz.matching import match_batch
+from detviz.postprocess import postprocess
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere
-
-from torchvision.ops import batched_nms  # noqa: E402
-
-from benchmarks.common import Row, best_of, print_table  # noqa: E402
-from benchmarks.reference_loss import ssd_loss_loop  # noqa: E402
-from detviz.anchors import PRESETS, make_anchors  # noqa: E402
-from detviz.losses import ssd_loss  # noqa: E402
-from detviz.matching import match_batch  # noqa: E402
-from detviz.postprocess import postprocess  # noqa: E402
 
 B, C = 64, 20
 
@@ -192,8 +190,7 @@ def main() -> int:
         rows += postprocess_rows(device) + matching_rows(device) + loss_rows(device)
     if "cuda" not in devices:
         print("no CUDA device here: CUDA rows not measured")
-    ok = print_table(f"bench_core: matching, losses, post-processing ({os.cpu_count()} CPU cores)", rows)
-    return 0 if ok else 1
+    return report(f"bench_core: matching, losses, post-processing ({os.cpu_count()} CPU cores)", rows)
 
 
 if __name__ == "__main__":

@@ -13,15 +13,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere: `python benchmarks/bench_data.py`
+from benchmarks.common import Row, best_of, report, rows_in_temp_dir
+from detviz.data import make_demo_dataset, read_voc
 
-from benchmarks.common import Row, best_of, print_table  # noqa: E402
-from detviz.data import make_demo_dataset, read_voc  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 N_IMAGES = 5000
 N_DRAWN = 250
@@ -123,11 +121,8 @@ def browse_rows(work: Path) -> list[Row]:
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="detviz-bench-") as tmp:
-        work = Path(tmp)
-        rows = index_rows(work) + browse_rows(work)
-    ok = print_table(f"bench_data: dataset indexing and Browse ({os.cpu_count()} CPU cores)", rows)
-    return 0 if ok else 1
+    rows = rows_in_temp_dir(index_rows, browse_rows)
+    return report(f"bench_data: dataset indexing and Browse ({os.cpu_count()} CPU cores)", rows)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+from benchmarks.common import Row, best_of, report
+from benchmarks.reference_voc import voc_eval_devkit
+from detviz.anchors import PRESETS, make_anchors
+from detviz.boxes import activations_to_boxes
+from detviz.evaluate import ThresholdSweep, coco_map, voc_map
 
-from benchmarks.common import Row, best_of, print_table  # noqa: E402
-from benchmarks.reference_voc import voc_eval_devkit  # noqa: E402
-from detviz.anchors import PRESETS, make_anchors  # noqa: E402
-from detviz.boxes import activations_to_boxes  # noqa: E402
-from detviz.evaluate import ThresholdSweep, coco_map, voc_map  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 C = 20
 
@@ -120,8 +119,7 @@ def sweep_rows() -> list[Row]:
 def main() -> int:
     torch.manual_seed(0)
     rows = voc_rows() + sweep_rows()
-    ok = print_table(f"bench_eval: VOC / COCO mAP and threshold sweeps ({os.cpu_count()} CPU cores)", rows)
-    return 0 if ok else 1
+    return report(f"bench_eval: VOC / COCO mAP and threshold sweeps ({os.cpu_count()} CPU cores)", rows)
 
 
 if __name__ == "__main__":

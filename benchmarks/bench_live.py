@@ -16,15 +16,14 @@ import threading
 import time
 from pathlib import Path
 
+import torch
+
+from benchmarks.common import Row, app_session, median_move_ms, report
+from detviz.data import load_image, make_demo_dataset, read_voc
+from detviz.evaluate import ThresholdSweep
+from detviz.inference import Detector
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere: `python benchmarks/bench_live.py`
-
-import torch  # noqa: E402
-
-from benchmarks.common import Row, app_session, median_move_ms, print_table  # noqa: E402
-from detviz.data import load_image, make_demo_dataset, read_voc  # noqa: E402
-from detviz.evaluate import ThresholdSweep  # noqa: E402
-from detviz.inference import Detector  # noqa: E402
 
 GOAL_MS = 150.0
 MOVES = 6
@@ -103,8 +102,7 @@ def main() -> int:
         os.environ["DETVIZ_RUNS_DIR"] = str(Path(tmp) / "runs")
         torch.set_num_threads(os.cpu_count() or 1)
         rows = sweep_rows(demo) + page_rows()
-    ok = print_table(f"bench_live: Predictions & live mAP ({os.cpu_count()} CPU cores)", rows)
-    return 0 if ok else 1
+    return report(f"bench_live: Predictions & live mAP ({os.cpu_count()} CPU cores)", rows)
 
 
 if __name__ == "__main__":

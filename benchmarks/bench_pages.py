@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere: `python benchmarks/bench_pages.py`
+from benchmarks.bench_data import build_large_voc
+from benchmarks.common import Row, app_session, median_move_ms, report, rows_in_temp_dir
+from detviz.anchors import PRESETS
+from detviz.coverage import anchor_coverage
+from detviz.data import make_demo_dataset, read_voc
 
-from benchmarks.bench_data import build_large_voc  # noqa: E402
-from benchmarks.common import Row, app_session, median_move_ms, print_table  # noqa: E402
-from detviz.anchors import PRESETS  # noqa: E402
-from detviz.coverage import anchor_coverage  # noqa: E402
-from detviz.data import make_demo_dataset, read_voc  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 GOAL_MS = 150.0
 MOVES = 6
@@ -76,11 +74,8 @@ def slider_rows(work: Path) -> list[Row]:
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="detviz-bench-") as tmp:
-        work = Path(tmp)
-        rows = coverage_rows(work) + slider_rows(work)
-    ok = print_table(f"bench_pages: teaching pages ({os.cpu_count()} CPU cores)", rows)
-    return 0 if ok else 1
+    rows = rows_in_temp_dir(coverage_rows, slider_rows)
+    return report(f"bench_pages: teaching pages ({os.cpu_count()} CPU cores)", rows)
 
 
 if __name__ == "__main__":

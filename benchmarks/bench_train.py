@@ -16,13 +16,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+from benchmarks.common import Row, report
+from detviz.data import make_demo_dataset
+from detviz.train import RunFolder, TrainConfig, fit, prepare
 
-from benchmarks.common import Row, print_table  # noqa: E402
-from detviz.data import make_demo_dataset  # noqa: E402
-from detviz.losses import ssd_loss  # noqa: E402
-from detviz.train import RunFolder, TrainConfig, fit, prepare  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 STEPS = 30
 
@@ -39,16 +37,7 @@ def bare_loop(config: TrainConfig, steps: int) -> float:
             if done == 3:  # the first steps warm up the allocator and kernels
                 start, seen = time.perf_counter(), 0
             batch = batch.to(device)
-            class_logits, box_activations = model(batch.images)
-            loss = ssd_loss(
-                class_logits,
-                box_activations,
-                batch.boxes,
-                batch.labels,
-                batch.valid & ~batch.difficult,
-                task.anchors,
-                classification=config.loss,
-            )["loss"]
+            loss = task.loss(model(batch.images), batch)["loss"]  # the engine's loss: ssd_loss on the config
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -143,8 +132,7 @@ def main() -> int:
             )
         else:
             print("no CUDA device here: the GPU images/s row is not measured")
-    ok = print_table(f"bench_train: training engine ({os.cpu_count()} CPU cores)", rows)
-    return 0 if ok else 1
+    return report(f"bench_train: training engine ({os.cpu_count()} CPU cores)", rows)
 
 
 if __name__ == "__main__":

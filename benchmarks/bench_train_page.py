@@ -27,17 +27,16 @@ import time
 import urllib.request
 from pathlib import Path
 
+import plotly.io
+import plotly.tools
+
+from benchmarks.common import Row, report
+from detviz.data import make_demo_dataset
+from detviz.figures import losses_figure, lr_figure, validation_figure
+from detviz.train import MetricsFollower, RunFolder, TrainConfig, cancel, launch
+from detviz.train.report import LIVE_STATES
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere: `python benchmarks/bench_train_page.py`
-
-import plotly.io  # noqa: E402
-import plotly.tools  # noqa: E402
-
-from benchmarks.common import Row, print_table  # noqa: E402
-from detviz.data import make_demo_dataset  # noqa: E402
-from detviz.figures import losses_figure, lr_figure, validation_figure  # noqa: E402
-from detviz.train import MetricsFollower, RunFolder, TrainConfig, cancel, launch  # noqa: E402
-from detviz.train.report import LIVE_STATES  # noqa: E402
 
 GOAL_PERCENT = 5.0  # of one core, while a run trains (issue goal)
 POLL_SECONDS = 2.0  # pages/train.py POLL_SECONDS
@@ -243,9 +242,8 @@ def main() -> int:
         finished_copy(training, runs, "finished-a")
         finished_copy(training, runs, "finished-b")
         rows += render_rows(env, ["finished-a", "finished-b", "training", "long-run"])
-    ok = print_table(f"bench_train_page: Train page polling ({os.cpu_count()} CPU cores, poll every "
-                     f"{POLL_SECONDS:g} s, {WINDOW_SECONDS:g} s windows)", rows)  # fmt: skip
-    return 0 if ok else 1
+    return report(f"bench_train_page: Train page polling ({os.cpu_count()} CPU cores, poll every "
+                  f"{POLL_SECONDS:g} s, {WINDOW_SECONDS:g} s windows)", rows)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -57,6 +59,17 @@ def print_table(title: str, rows: list[Row]) -> bool:
     ok = all(r.met for r in rows)
     print(f"\n{'all goals met' if ok else 'SOME GOALS MISSED'}")
     return ok
+
+
+def report(title: str, rows: list[Row]) -> int:
+    """Prints the table; returns the benchmark's exit status: 0 when every goal is met, else 1."""
+    return 0 if print_table(title, rows) else 1
+
+
+def rows_in_temp_dir(*builders: Callable[[Path], list[Row]]) -> list[Row]:
+    """The rows of each builder in turn, all given one temporary folder (removed afterwards)."""
+    with tempfile.TemporaryDirectory(prefix="detviz-bench-") as tmp:
+        return [row for build in builders for row in build(Path(tmp))]
 
 
 def app_session(root, page: str, **params: str):

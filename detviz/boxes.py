@@ -1,8 +1,10 @@
-"""Box helpers beyond torchvision.ops: a block-wise IoU for big matrices, and box coding.
+"""Box helpers beyond torchvision.ops: a block-wise IoU for big matrices, pixel <-> normalized
+scaling, and box coding.
 
 torchvision.ops has IoU, format conversion, clipping and small-box removal; this module adds
 only what it lacks: an IoU matrix fast enough for a batch of ground truth against thousands of
-anchors on a CPU, and the two ways to code a box against an anchor.
+anchors on a CPU, the one conversion between pixel boxes (I/O, display) and boxes normalized
+to [0, 1] (the math), and the two ways to code a box against an anchor.
 
 - "tanh" (the lesson): t = tanh(activation) in (-1, 1); the centre moves by up to half a cell
   (t / 2 * cell size) and the size scales between 0.5x and 1.5x (t / 2 + 1). Bounded, so an
@@ -19,10 +21,9 @@ import math
 
 import torch
 from torch import Tensor
-from torchvision.ops import box_convert, box_iou
 
 from detviz.anchors import Anchors
-from detviz.checks import check_boxes, check_same_device, check_tensor
+from detviz.checks import check_boxes, check_choice, check_same_device, check_tensor
 
 CODINGS = ("tanh", "variance")
 DEFAULT_VARIANCES = (0.1, 0.2)  # SSD's centre and size variances
@@ -46,6 +47,8 @@ def pairwise_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         (N, M) IoU.
     """
     if boxes1.dtype not in (torch.float32, torch.float64) or boxes1.dtype != boxes2.dtype:
+        from torchvision.ops import box_iou  # see _box_convert
+
         return box_iou(boxes1, boxes2)
     out = torch.empty(boxes1.shape[0], boxes2.shape[0], dtype=boxes1.dtype, device=boxes1.device)
     bx1, by1, bx2, by2 = (boxes2[:, i].contiguous() for i in range(4))
@@ -62,9 +65,44 @@ def pairwise_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     return out
 
 
+def to_pixel_boxes(boxes: Tensor, width: float | Tensor, height: float | Tensor) -> Tensor:
+    """Normalized xyxy boxes scaled to an image's pixels: x by its width, y by its height.
+
+    Args:
+        boxes: (..., 4) xyxy normalized to [0, 1]; (0, 4) gives (0, 4).
+        width, height: the image's size in pixels: numbers, or tensors broadcasting against
+            boxes[..., 0] (one size per box, for boxes of several images).
+
+    Returns:
+        (..., 4) xyxy pixel boxes, boxes' dtype (float32 for integer boxes) and device.
+    """
+    return boxes * _pixel_scale(boxes, width, height)
+
+
+def to_normalized_boxes(boxes: Tensor, width: float | Tensor, height: float | Tensor) -> Tensor:
+    """Pixel xyxy boxes divided by the image's size, the inverse of `to_pixel_boxes`.
+
+    Args:
+        boxes: (..., 4) xyxy in pixels; (0, 4) gives (0, 4).
+        width, height: as `to_pixel_boxes`.
+
+    Returns:
+        (..., 4) xyxy boxes normalized to [0, 1] of the image, boxes' dtype (float32 for integer
+        boxes) and device.
+    """
+    return boxes / _pixel_scale(boxes, width, height)
+
+
+def _pixel_scale(boxes: Tensor, width: float | Tensor, height: float | Tensor) -> Tensor:
+    """(..., 4) the factors (width, height, width, height), in boxes' float dtype and device."""
+    dtype = boxes.dtype if boxes.is_floating_point() else torch.float32
+    w = torch.as_tensor(width, dtype=dtype, device=boxes.device)
+    h = torch.as_tensor(height, dtype=dtype, device=boxes.device)
+    return torch.stack(torch.broadcast_tensors(w, h, w, h), dim=-1)
+
+
 def _check(name: str, t: Tensor, anchors: Anchors, coding: str) -> None:
-    if coding not in CODINGS:
-        raise ValueError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}.")
+    check_choice("coding", coding, CODINGS)
     if t.dim() < 2:
         raise ValueError(f"{name} must have shape (..., A, 4), got ({', '.join(map(str, t.shape))}).")
     check_tensor(name, t, ["..."] * (t.dim() - 2) + [len(anchors), 4], floating=True)
@@ -112,7 +150,7 @@ def decode_boxes(
     else:
         box_centers = centers + box_activations[..., :2] * variances[0] * sizes
         box_sizes = sizes * torch.exp((box_activations[..., 2:] * variances[1]).clamp(max=MAX_LOG_SCALE))
-    return box_convert(torch.cat([box_centers, box_sizes], dim=-1), "cxcywh", "xyxy")
+    return _box_convert(torch.cat([box_centers, box_sizes], dim=-1), "cxcywh", "xyxy")
 
 
 def boxes_to_activations(
@@ -132,7 +170,7 @@ def boxes_to_activations(
     """
     _check("boxes", boxes, anchors, coding)
     check_boxes("boxes", boxes, [*boxes.shape[:-1], 4])
-    cxcywh = box_convert(boxes, "xyxy", "cxcywh")
+    cxcywh = _box_convert(boxes, "xyxy", "cxcywh")
     centers, sizes = cxcywh[..., :2], cxcywh[..., 2:]
     if coding == "tanh":
         t_xy = (centers - anchors.centers) * 2 / anchors.cell_size[:, None]
@@ -141,3 +179,12 @@ def boxes_to_activations(
     d_xy = (centers - anchors.centers) / (anchors.sizes * variances[0])
     d_wh = torch.log(sizes / anchors.sizes) / variances[1]
     return torch.cat([d_xy, d_wh], dim=-1)
+
+
+def _box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
+    """torchvision.ops.box_convert, imported on first use: torchvision takes seconds to import,
+    and the app's first pages (and the dataset readers) use this module's pixel helpers without
+    needing it."""
+    from torchvision.ops import box_convert
+
+    return box_convert(boxes, in_fmt, out_fmt)

@@ -89,6 +89,20 @@ def check_probability(name: str, value: float, low_open: bool = False, high_open
     return value
 
 
+def check_positive_int(name: str, value: object) -> int:
+    """A whole number >= 1 (a Python int; bool is refused although it is an int)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return value
+
+
+def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
+    """One of `choices` (a registry such as boxes.CODINGS); the message lists them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
+    return value
+
+
 DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N
 
 

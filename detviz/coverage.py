@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from detviz.anchors import AnchorConfig, Anchors, make_anchors
-from detviz.boxes import pairwise_iou
+from detviz.boxes import pairwise_iou, to_normalized_boxes
 from detviz.data.records import DatasetIndex
 from detviz.data.stats import object_relative_size
 
@@ -49,8 +49,7 @@ def anchor_coverage(index: DatasetIndex, anchors: AnchorConfig | Anchors) -> Cov
     """Best anchor IoU of every object of `index` (boxes normalized per image)."""
     anchors = make_anchors(anchors) if isinstance(anchors, AnchorConfig) else anchors
     image = index.object_image()
-    scale = torch.stack([index.widths, index.heights, index.widths, index.heights], 1)[image].float()
-    boxes = index.boxes / scale
+    boxes = to_normalized_boxes(index.boxes, index.widths[image], index.heights[image])
     best_iou = torch.zeros(boxes.shape[0])
     best_anchor = torch.zeros(boxes.shape[0], dtype=torch.int64)
     for start in range(0, boxes.shape[0], ROWS_PER_BLOCK):  # blocks bound the (objects, anchors) matrix

@@ -16,6 +16,7 @@ from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
 from detviz.anchors import Anchors, make_anchors
+from detviz.boxes import to_pixel_boxes
 from detviz.models import DETECTOR_KINDS, CheckpointError, CheckpointInfo, load_checkpoint
 from detviz.postprocess import (
     DEFAULT_MAX_DETECTIONS,
@@ -131,8 +132,8 @@ class Detector:
 
 def to_pixels(detections: Detections, width: int, height: int) -> Detections:
     """The same detections with boxes (and the trace's boxes) scaled from [0, 1] to pixels."""
-    scale = torch.tensor([width, height, width, height], dtype=detections.boxes.dtype, device=detections.boxes.device)
     trace = detections.trace
     if trace is not None:
-        trace = type(trace)(**(trace.__dict__ | {"boxes": trace.boxes * scale}))
-    return Detections(detections.boxes * scale, detections.scores, detections.labels, detections.anchor, trace)
+        trace = type(trace)(**(trace.__dict__ | {"boxes": to_pixel_boxes(trace.boxes, width, height)}))
+    boxes = to_pixel_boxes(detections.boxes, width, height)
+    return Detections(boxes, detections.scores, detections.labels, detections.anchor, trace)

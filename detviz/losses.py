@@ -30,6 +30,7 @@ from detviz.boxes import CODINGS, activations_to_boxes, decode_boxes
 from detviz.checks import (
     check_box_values,
     check_boxes,
+    check_choice,
     check_labels,
     check_probability,
     check_same_device,
@@ -65,8 +66,7 @@ def classification_elements(
         loss: (..., C) float32 BCE, or focal loss, of every class of every anchor.
         p_t: (..., C) float32 probability the model gives the right answer for that class.
     """
-    if classification not in CLASSIFICATIONS:
-        raise ValueError(f"classification must be one of {', '.join(CLASSIFICATIONS)}, got {classification!r}.")
+    check_choice("classification", classification, CLASSIFICATIONS)
     num_classes = class_logits.shape[-1] - 1
     logits = class_logits[..., :num_classes].float()
     target = F.one_hot(target_class, num_classes + 1)[..., :num_classes].float()  # background -> all zeros
@@ -154,11 +154,10 @@ def ssd_loss_details(
     coding: str = "tanh",
 ) -> SSDLossDetails:
     """The SSD loss with its per-anchor breakdown (arguments as `ssd_loss`)."""
-    _check_inputs(class_logits, box_activations, gt_boxes, gt_labels, gt_valid, anchors)
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}.")
+    match = _check_and_match(
+        class_logits, box_activations, gt_boxes, gt_labels, gt_valid, anchors, iou_threshold, normalization, coding
+    )
     num_classes = class_logits.shape[-1] - 1
-    match = match_batch(gt_boxes, gt_valid, anchors.boxes, iou_threshold)
     target_class, target_boxes = match_targets(match, gt_boxes, gt_labels, num_classes)
     positive = match.positive
 
@@ -293,15 +292,12 @@ def ssd_loss(
     Returns:
         {"loss", "loss_box", "loss_cls", "num_positives"}: scalars, loss = loss_box + loss_cls.
     """
-    _check_inputs(class_logits, box_activations, gt_boxes, gt_labels, gt_valid, anchors)
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}.")
+    match = _check_and_match(
+        class_logits, box_activations, gt_boxes, gt_labels, gt_valid, anchors, iou_threshold, normalization, coding
+    )
     num_classes = class_logits.shape[-1] - 1
-    match = match_batch(gt_boxes, gt_valid, anchors.boxes, iou_threshold)
     img, anchor = torch.nonzero(match.positive, as_tuple=True)  # the P positive anchors of the batch
     gt = match.best_gt[img, anchor]
-    if coding not in CODINGS:
-        raise ValueError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}.")
     pred = decode_boxes(
         box_activations[img, anchor].float(),
         anchors.centers[anchor],
@@ -340,8 +336,7 @@ def class_loss_sum(
         class_logits: (B, A, C + 1). pos_image, pos_anchor, pos_label: (P,) the positive
             anchors and their classes.
     """
-    if classification not in CLASSIFICATIONS:
-        raise ValueError(f"classification must be one of {', '.join(CLASSIFICATIONS)}, got {classification!r}.")
+    check_choice("classification", classification, CLASSIFICATIONS)
     num_classes = class_logits.shape[-1] - 1
     x_pos = class_logits[pos_image, pos_anchor, pos_label].float()
     # the loss of an element whose target is 0: BCE(x, 0) = softplus(x), or (1 - alpha) p^gamma BCE(x, 0)
@@ -370,15 +365,20 @@ def _focal_negative(logits: Tensor, alpha: float, gamma: float) -> Tensor:
     return weight * F.softplus(logits) * (1 - alpha)
 
 
-def _check_inputs(
+def _check_and_match(
     class_logits: Tensor,
     box_activations: Tensor,
     gt_boxes: Tensor,
     gt_labels: Tensor,
     gt_valid: Tensor,
     anchors: Anchors,
-) -> None:
-    """Shapes and dtypes first, then devices, then values (which need one device)."""
+    iou_threshold: float,
+    normalization: str,
+    coding: str,
+) -> BatchMatch:
+    """The input preparation `ssd_loss` and `ssd_loss_details` share: checks their arguments
+    (shapes and dtypes first, then devices, then values, which need one device; then the
+    options) and matches the batch's ground truth to the anchors."""
     check_tensor("class_logits", class_logits, ["B", len(anchors), "C+1"], floating=True)
     b, a, c1 = class_logits.shape
     if c1 < 2:
@@ -402,6 +402,9 @@ def _check_inputs(
     )
     check_box_values("gt_boxes", gt_boxes)
     check_labels("gt_labels", gt_labels, c1 - 1, gt_valid)
+    check_choice("normalization", normalization, NORMALIZATIONS)
+    check_choice("coding", coding, CODINGS)
+    return match_batch(gt_boxes, gt_valid, anchors.boxes, iou_threshold)
 
 
 def largest_object_loss(

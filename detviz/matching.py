@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torchvision.ops import box_iou
 
 from detviz.boxes import pairwise_iou
 from detviz.checks import check_box_values, check_probability, check_same_device, check_tensor
@@ -98,7 +97,7 @@ def match_anchors(gt_boxes: Tensor, anchor_boxes: Tensor, iou_threshold: float =
     check_box_values("gt_boxes", gt_boxes)
     check_box_values("anchor_boxes", anchor_boxes)
     valid = torch.ones(1, gt_boxes.shape[0], dtype=torch.bool, device=gt_boxes.device)
-    batch = _match(box_iou(gt_boxes, anchor_boxes)[None], valid, iou_threshold)
+    batch = _match(pairwise_iou(gt_boxes, anchor_boxes)[None], valid, iou_threshold)
     return Match(**{k: (v[0] if isinstance(v, Tensor) else v) for k, v in batch.__dict__.items()})
 
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detviz.anchors import PRESETS, AnchorConfig, make_anchors
+from detviz.boxes import CODINGS
 from detviz.checkpoints import (  # noqa: F401  re-exported: DESIGN's `from detviz.models import load_checkpoint`
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -40,12 +41,12 @@ from detviz.checkpoints import (  # noqa: F401  re-exported: DESIGN's `from detv
     load_checkpoint,
     read_checkpoint,
 )
+from detviz.checks import check_choice
+from detviz.data.images import IMAGENET_MEAN, IMAGENET_STD
 
 MODEL_KINDS = ("ssd-multiscale", "ssd", "largest", "multilabel")
 DETECTOR_KINDS = ("ssd-multiscale", "ssd")  # the kinds with anchors: SSD heads, run by inference.Detector
 BACKBONES = ("small", "resnet18", "resnet34", "resnet50")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CLASS_BIAS = -4.0  # the lesson's SSD_MultiHead(k, -4.): every anchor starts near "nothing here"
 IMAGE_SIZES = (32, 2048)  # smallest and largest input side a model accepts, in pixels
 MAX_HEAD_CHANNELS = 4096  # 16x the default: more is a typo that would exhaust memory
@@ -83,10 +84,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         """Checks every field (type and value) once, here, so that a config that exists builds a
         model: a ValueError naming the field otherwise, never a TypeError from deep inside torch."""
-        if not isinstance(self.kind, str) or self.kind not in MODEL_KINDS:
-            raise ValueError(f"model kind must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}.")
-        if not isinstance(self.backbone, str) or self.backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}.")
+        check_choice("model kind", self.kind, MODEL_KINDS)
+        check_choice("backbone", self.backbone, BACKBONES)
         object.__setattr__(self, "class_names", _class_names(self.class_names))
         image_size = _whole("image_size", self.image_size)
         if not IMAGE_SIZES[0] <= image_size <= IMAGE_SIZES[1]:
@@ -101,8 +100,7 @@ class ModelConfig:
         object.__setattr__(self, "dropout", dropout)
         if self.class_bias is not None:
             object.__setattr__(self, "class_bias", _real("class_bias", self.class_bias))
-        if not isinstance(self.coding, str) or self.coding not in ("tanh", "variance"):
-            raise ValueError(f"coding must be tanh or variance, got {self.coding!r}.")
+        check_choice("coding", self.coding, CODINGS)
         object.__setattr__(self, "mean", _triple("mean", self.mean))
         std = _triple("std", self.std)
         if min(std) <= 0:
@@ -209,7 +207,28 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     )
 
 
-class SmallBackbone(nn.Module):
+class _Backbone(nn.Module):
+    """A stem to stride 4, then stages to strides 8, 16 and 32 (`stages()` names them), whose
+    maps at strides 8, 16 and 32 are the output; `channels` are theirs."""
+
+    channels: tuple[int, int, int]
+
+    def stages(self) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        stem, to8, to16, to32 = self.stages()
+        c8 = to8(stem(x))
+        c16 = to16(c8)
+        return [c8, c16, to32(c16)]
+
+    def groups(self) -> list[list[nn.Module]]:
+        """Layer groups for discriminative learning rates: early, late."""
+        stem, to8, to16, to32 = self.stages()
+        return [[stem, to8], [to16, to32]]
+
+
+class SmallBackbone(_Backbone):
     """A from-scratch CNN: five stride-2 stages (32 .. 256 channels), about 0.5 GFLOPs at 224 px."""
 
     channels = (128, 192, 256)  # at strides 8, 16, 32
@@ -221,17 +240,11 @@ class SmallBackbone(nn.Module):
         self.stage16 = nn.Sequential(_conv(128, 192, 2), _conv(192, 192))
         self.stage32 = nn.Sequential(_conv(192, 256, 2), _conv(256, 256))
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        c8 = self.stage8(self.stem(x))
-        c16 = self.stage16(c8)
-        return [c8, c16, self.stage32(c16)]
-
-    def groups(self) -> list[list[nn.Module]]:
-        """Layer groups for discriminative learning rates: early, late."""
-        return [[self.stem, self.stage8], [self.stage16, self.stage32]]
+    def stages(self) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+        return self.stem, self.stage8, self.stage16, self.stage32
 
 
-class ResNetBackbone(nn.Module):
+class ResNetBackbone(_Backbone):
     """torchvision ResNet without its pooling and classifier: maps at strides 8, 16, 32."""
 
     def __init__(self, name: str, pretrained: bool = False) -> None:
@@ -254,18 +267,12 @@ class ResNetBackbone(nn.Module):
         width = 4 if name == "resnet50" else 1
         self.channels = (128 * width, 256 * width, 512 * width)
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        c8 = self.layer2(self.stem(x))
-        c16 = self.layer3(c8)
-        return [c8, c16, self.layer4(c16)]
-
-    def groups(self) -> list[list[nn.Module]]:
-        return [[self.stem, self.layer2], [self.layer3, self.layer4]]
+    def stages(self) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+        return self.stem, self.layer2, self.layer3, self.layer4
 
 
-def make_backbone(name: str, pretrained: bool = False) -> nn.Module:
-    if name not in BACKBONES:
-        raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {name!r}.")
+def make_backbone(name: str, pretrained: bool = False) -> _Backbone:
+    check_choice("backbone", name, BACKBONES)
     if name == "small":
         if pretrained:
             raise ValueError("the small backbone has no pretrained weights; it trains from scratch.")

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms, box_iou
 
 from detviz.anchors import Anchors
-from detviz.boxes import CODINGS, decode_boxes
-from detviz.checks import check_probability, check_same_device, check_tensor
+from detviz.boxes import CODINGS, decode_boxes, pairwise_iou
+from detviz.checks import check_choice, check_positive_int, check_probability, check_same_device, check_tensor
 from detviz.codes import NMSDecision
 
 DEFAULT_SCORE_THRESHOLD = 0.05  # SSD's usual evaluation threshold
@@ -119,9 +118,8 @@ def find_candidates(
     check_same_device(class_logits=class_logits, box_activations=box_activations, anchors=anchors.boxes)
     if not 0.0 <= score_threshold < 1.0:
         raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}.")
-    _check_count("max_candidates", max_candidates)
-    if coding not in CODINGS:
-        raise ValueError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}.")
+    check_positive_int("max_candidates", max_candidates)
+    check_choice("coding", coding, CODINGS)
     if not bool(torch.isfinite(class_logits.sum())):  # one cheap pass; NaN or inf anywhere shows in the sum
         raise ValueError("class_logits contains NaN or inf; the model's output is broken.")
     num_classes = c1 - 1
@@ -158,7 +156,7 @@ def select(candidates: Candidates, nms_iou: float, max_detections: int) -> tuple
         final: the first max_detections of them in each image.
     """
     check_probability("nms_iou", nms_iou, low_open=True)
-    _check_count("max_detections", max_detections)
+    check_positive_int("max_detections", max_detections)
     kept = grouped_nms(candidates.boxes, candidates.scores, candidates.label, candidates.image, nms_iou)
     return kept, first_per_image(kept, candidates.image, candidates.num_images, max_detections)
 
@@ -183,7 +181,7 @@ def grouped_nms(boxes: Tensor, scores: Tensor, labels: Tensor, image: Tensor, nm
     width = int(labels.max()) + 1 if labels.numel() else 1
     group = image * width + labels
     if boxes.shape[0] <= NMS_CHUNK:
-        return torch.sort(batched_nms(boxes, scores, group, nms_iou)).values
+        return torch.sort(_batched_nms(boxes, scores, group, nms_iou)).values
     order = torch.argsort(group, stable=True)  # groups together, each still best first
     kept, start, stop = [], 0, 0
     for count in torch.unique_consecutive(group[order], return_counts=True)[1].tolist():
@@ -196,17 +194,20 @@ def grouped_nms(boxes: Tensor, scores: Tensor, labels: Tensor, image: Tensor, nm
 
 
 def _nms(boxes: Tensor, scores: Tensor, group: Tensor, part: Tensor, nms_iou: float) -> Tensor:
-    return batched_nms(boxes[part], scores[part], group[part], nms_iou)
+    return _batched_nms(boxes[part], scores[part], group[part], nms_iou)
+
+
+def _batched_nms(boxes: Tensor, scores: Tensor, group: Tensor, nms_iou: float) -> Tensor:
+    """torchvision.ops.batched_nms, imported on first use: torchvision takes seconds to import,
+    and the app's pages that only draw boxes never need it."""
+    from torchvision.ops import batched_nms
+
+    return batched_nms(boxes, scores, group, nms_iou)
 
 
 def _rank_in_image(image: Tensor, counts: Tensor) -> Tensor:
     """Position of each row within its image, for rows grouped by image."""
     return torch.arange(image.numel(), device=image.device) - (torch.cumsum(counts, 0) - counts)[image]
-
-
-def _check_count(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
 def postprocess(
@@ -235,7 +236,7 @@ def postprocess(
         One `Detections` per image (empty when nothing passes the threshold).
     """
     check_probability("nms_iou", nms_iou, low_open=True)
-    _check_count("max_detections", max_detections)
+    check_positive_int("max_detections", max_detections)
     cands = find_candidates(class_logits, box_activations, anchors, score_threshold, max_candidates, coding)
     kept, final = select(cands, nms_iou, max_detections)
     results = []
@@ -280,7 +281,7 @@ def _trace(
     suppression_iou = torch.zeros(m, device=boxes.device)
     loser, winner = torch.nonzero(~kept).flatten(), torch.nonzero(kept).flatten()
     if loser.numel() and winner.numel():
-        iou = box_iou(boxes[loser], boxes[winner])  # (losers, kept)
+        iou = pairwise_iou(boxes[loser], boxes[winner])  # (losers, kept)
         # greedy NMS removes a box at the first kept box of its class, earlier in score order,
         # that overlaps it by more than the threshold
         able = (

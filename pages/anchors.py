@@ -5,11 +5,12 @@ import streamlit as st
 import torch
 
 from detviz.anchors import PRESETS
+from detviz.boxes import to_pixel_boxes
 from detviz.coverage import coverage_by_class, coverage_by_size, worst_covered
 from detviz.figures import anchor_overlay_figure, coverage_figure
 from detviz.matching import match_anchors
 from pages import ui
-from pages.ui import detection
+from pages.ui import keys
 from pages.ui.cache import image_uri
 
 ui.ensure_entrypoint()
@@ -23,26 +24,26 @@ def main() -> None:
     st.caption("Every anchor is a box the detector predicts relative to: it can only find an object "
                "well if some anchor overlaps it enough.")  # fmt: skip
     index = ui.current_index()
-    config, name = detection.anchor_picker()
-    anchors = detection.anchors_of(config)
+    config, name = ui.anchor_picker()
+    anchors = ui.anchors_of(config)
     cols = st.columns(4)
     cols[0].metric("Anchors", f"{len(anchors):,}")
     cols[1].metric("Levels", len(anchors.grids), help="grids: " + ", ".join(f"{g}x{g}" for g in anchors.grids))
     cols[2].metric("Shapes per cell", " / ".join(map(str, anchors.shapes_per_level)))
-    threshold = cols[3].slider("Matching threshold (IoU)", 0.1, 0.9, 0.5, 0.05, key=ui.IOU, bind="query-params")
+    threshold = cols[3].slider("Matching threshold (IoU)", 0.1, 0.9, 0.5, 0.05, key=keys.IOU, bind="query-params")
 
     left, right = st.columns([3, 2])
     with right:
-        overlay = st.radio("Show", list(OVERLAYS), captions=list(OVERLAYS.values()), key=ui.OVERLAY,
+        overlay = st.radio("Show", list(OVERLAYS), captions=list(OVERLAYS.values()), key=keys.OVERLAY,
                            bind="query-params")  # fmt: skip
         level = row = col = 0
         if overlay != "grid":
-            level = detection.level_picker(anchors)
+            level = ui.level_picker(anchors)
         if overlay == "cell":
             g = anchors.grids[level]
-            row, col = (_cell_slider(name, key, g) for name, key in (("Row", ui.ROW), ("Column", ui.COL)))
-        picture = detection.pick_picture(index, lesson="first")
-        show_matches = st.toggle("Anchors matched to each object", value=True, key="anchors-matched")
+            row, col = (_cell_slider(name, key, g) for name, key in (("Row", keys.ROW), ("Column", keys.COL)))
+        picture = ui.pick_picture(index, lesson="first")
+        show_matches = st.toggle("Anchors matched to each object", value=True, key=keys.SHOW_MATCHED)
     with left:
         if picture is None:
             st.info("No image to show.")
@@ -78,10 +79,10 @@ def coverage_section(index, config, name: str, threshold: float) -> None:
     st.subheader("How well the anchors cover the dataset")
     st.caption(f"For each object, its best IoU with any anchor. An object whose best IoU is at most {threshold:g} "
                "only gets its forced anchor: the share of those bounds what the detector can find.")  # fmt: skip
-    compare = st.multiselect("Compare with", list(PRESETS), default=["lesson_4x4", "ssd300"], key=ui.COMPARE,
+    compare = st.multiselect("Compare with", list(PRESETS), default=["lesson_4x4", "ssd300"], key=keys.COMPARE,
                              bind="query-params")  # fmt: skip
     configs = {name: config} | {p: PRESETS[p] for p in compare if p != name}
-    coverages = {n: detection.coverage_of(c) for n, c in configs.items()}
+    coverages = {n: ui.coverage_of(c) for n, c in configs.items()}
     if any(c is None for c in coverages.values()):
         return
     st.plotly_chart(coverage_figure({n: c.best_iou for n, c in coverages.items()}, threshold), key="coverage")
@@ -112,16 +113,15 @@ def _table(rows_per_config: list, names: list[str]) -> dict[str, list]:
 
 
 def worst_gallery(index, coverage, config, name: str) -> None:
-    if not st.toggle(f"Show the objects {name} covers worst, with their best anchor (dashed)", key="anchors-worst"):
+    if not st.toggle(f"Show the objects {name} covers worst, with their best anchor (dashed)", key=keys.SHOW_WORST):
         return
-    anchors = detection.anchors_of(config)
+    anchors = ui.anchors_of(config)
     cols = st.columns(6)
     for k, obj in enumerate(worst_covered(coverage, 12).tolist()):
         image_pos = int(coverage.image[obj])
         record = index[image_pos]
         local = obj - int(index.offsets[image_pos])
-        scale = torch.tensor([record.width, record.height] * 2, dtype=torch.float32)
-        anchor_box = anchors.boxes[int(coverage.best_anchor[obj])][None] * scale
+        anchor_box = to_pixel_boxes(anchors.boxes[int(coverage.best_anchor[obj])][None], record.width, record.height)
         boxes = torch.cat([record.boxes[local : local + 1], anchor_box])
         labels = record.labels[local : local + 1].repeat(2)
         thumb = ui.record_thumbnail(record, 200, boxes, labels, torch.tensor([False, True]))

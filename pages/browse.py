@@ -10,6 +10,7 @@ from detviz.data.stats import filter_images
 from detviz.data.targets import largest_object, multilabel_target
 from detviz.figures import ground_truth_figure, multilabel_figure, render_thumbnail
 from pages import ui
+from pages.ui import keys
 from pages.ui.cache import image_uri
 
 ui.ensure_entrypoint()
@@ -29,7 +30,7 @@ def main() -> None:
         "Image",
         index.image_ids,
         index=None,
-        key=ui.IMAGE,
+        key=keys.IMAGE,
         bind="query-params",
         placeholder="Type an image id, or open one from the grid",
     )
@@ -44,23 +45,23 @@ def _filters(index: DatasetIndex) -> list[int]:
     with st.expander("Filters", icon=":material/filter_list:"):
         c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
         classes = c1.multiselect(
-            "Classes", index.classes, key=ui.CLASSES, bind="query-params", placeholder="all classes"
+            "Classes", index.classes, key=keys.CLASSES, bind="query-params", placeholder="all classes"
         )
-        objects = c2.slider("Objects per image", 0, most, (0, most), key=ui.OBJECTS, bind="query-params")
+        objects = c2.slider("Objects per image", 0, most, (0, most), key=keys.OBJECTS, bind="query-params")
         size = c3.slider(
             "Object size",
             0.0,
             1.0,
             (0.0, 1.0),
             step=0.01,
-            key=ui.SIZE,
+            key=keys.SIZE,
             bind="query-params",
             help="sqrt(box area / image area) of at least one object (of the chosen classes).",
         )
         difficult = c4.selectbox(
             "Difficult objects",
             list(DIFFICULT_OPTIONS),
-            key=ui.DIFFICULT,
+            key=keys.DIFFICULT,
             bind="query-params",
             help="VOC marks hard-to-recognise objects 'difficult'; mAP ignores them by default.",
         )
@@ -69,7 +70,7 @@ def _filters(index: DatasetIndex) -> list[int]:
 
 
 def _open(image_id: str | None) -> None:
-    st.session_state[ui.IMAGE] = image_id
+    st.session_state[keys.IMAGE] = image_id
 
 
 def _grid(index: DatasetIndex, shown: list[int]) -> None:
@@ -78,11 +79,11 @@ def _grid(index: DatasetIndex, shown: list[int]) -> None:
         st.info("No image matches the filters.")
         return
     c1, c2, c3 = st.columns([1, 1, 4], vertical_alignment="bottom")
-    per_page = c1.selectbox("Per page", [12, 24, 48], index=1, key=ui.PAGE_SIZE, bind="query-params")
+    per_page = c1.selectbox("Per page", [12, 24, 48], index=1, key=keys.PAGE_SIZE, bind="query-params")
     pages = math.ceil(len(shown) / per_page)
-    if st.session_state.get(ui.PAGE, 1) > pages:
-        st.session_state[ui.PAGE] = pages
-    page = c2.number_input("Page", 1, pages, 1, key=ui.PAGE, bind="query-params")
+    if st.session_state.get(keys.PAGE, 1) > pages:
+        st.session_state[keys.PAGE] = pages
+    page = c2.number_input("Page", 1, pages, 1, key=keys.PAGE, bind="query-params")
     c3.caption(f"{len(shown):,} of {len(index):,} images · page {page} of {pages}")
     chunk = shown[(page - 1) * per_page : page * per_page]
     for row in range(0, len(chunk), GRID_COLUMNS):
@@ -97,7 +98,7 @@ def _grid(index: DatasetIndex, shown: list[int]) -> None:
                     st.image(thumb, width="stretch")
                 st.button(
                     f"{record.image_id} · {record.num_objects} obj.",
-                    key=f"open-{position}",
+                    key=f"{keys.OPEN_IMAGE}{position}",
                     width="stretch",
                     on_click=_open,
                     args=(record.image_id,),
@@ -130,10 +131,10 @@ def _detail(index: DatasetIndex, position: int, shown: list[int]) -> None:
 
     t1, t2 = st.columns(2)
     show_largest = t1.toggle(
-        "Largest object (lesson stage 1: one class + one box)", key=ui.SHOW_LARGEST, bind="query-params"
+        "Largest object (lesson stage 1: one class + one box)", key=keys.SHOW_LARGEST, bind="query-params"
     )
     show_multilabel = t2.toggle(
-        "Multi-label (lesson stage 2: which classes are present)", key=ui.SHOW_MULTILABEL, bind="query-params"
+        "Multi-label (lesson stage 2: which classes are present)", key=keys.SHOW_MULTILABEL, bind="query-params"
     )
     largest = largest_object(record.boxes, record.labels, record.difficult)
 
@@ -208,9 +209,9 @@ def _augmentation_preview(index: DatasetIndex, position: int) -> None:
         icon=":material/auto_awesome:",
     ):
         c1, c2, c3 = st.columns(3)
-        copies = c1.slider("Copies", 2, 8, 4, key="aug-copies")
-        seed = c2.number_input("Seed", 0, 10_000, 0, key="aug-seed")
-        size = c3.selectbox("Model input size", [224, 300, 320], key="aug-size")
+        copies = c1.slider("Copies", 2, 8, 4, key=keys.AUGMENT_COPIES)
+        seed = c2.number_input("Seed", 0, 10_000, 0, key=keys.AUGMENT_SEED)
+        size = c3.selectbox("Model input size", [224, 300, 320], key=keys.AUGMENT_SIZE)
         st.caption(
             "Colour jitter, zoom-out, SSD-style IoU crop and horizontal flip, then a squeeze to "
             f"{size}x{size}. Boxes follow every step. An IoU crop drops the objects whose centre it cuts "

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from detviz.boxes import to_pixel_boxes
 from detviz.codes import ERROR_TYPES, ErrorKind
 from detviz.data.voc import file_stamp
 from detviz.evaluate import (
@@ -20,7 +21,8 @@ from detviz.evaluate import (
 )
 from detviz.figures import ap_bar_figure, confusion_figure, error_breakdown_figure, pr_curves_figure, surface_figure
 from pages import ui
-from pages.ui import detection
+from pages.ui import keys
+from pages.ui.live import live_set
 
 ui.ensure_entrypoint()
 
@@ -37,18 +39,18 @@ def main() -> None:
                "mAP, which images go worst, and how much the way mAP is computed changes the number.")  # fmt: skip
     index = ui.current_index()
     top = st.columns([2, 2, 1], vertical_alignment="bottom")
-    picked = detection.checkpoint_picker(top[0])
-    limit = detection.subset_picker(top[1])
+    picked = ui.checkpoint_picker(top[0])
+    limit = ui.subset_picker(top[1])
     ui.share_link(top[2])
     if picked is None or index is None:
         return
     name, path = picked
-    detector = detection.detector_of(path, name)
-    if detector is None or not detection.fits_dataset(detector, index, name):
+    detector = ui.detector_of(path, name)
+    if detector is None or not ui.fits_dataset(detector, index, name):
         return
     classes = list(detector.classes)
-    score, nms, max_dets, eval_iou, only = detection.threshold_sliders(classes, default_score=0.01)
-    live = detection.live_set(path, limit, name)
+    score, nms, max_dets, eval_iou, only = ui.threshold_sliders(classes, default_score=0.01)
+    live = live_set(path, limit, name)
     if live is None:
         return
     key = (str(path), file_stamp(path), live.index.source, len(live.index), score, nms, max_dets, eval_iou)
@@ -132,8 +134,7 @@ def _worst(breakdown, live, flat) -> None:
         record = live.index[i]
         lo, hi = int(flat.det_start[i]), int(flat.det_start[i + 1])
         wrong = (breakdown.error[i] >= 0) & (flat.det_scores[lo:hi] > SHOWN_SCORE)
-        scale = torch.tensor([record.width, record.height] * 2, dtype=torch.float64)
-        det_boxes = (flat.det_boxes[lo:hi][wrong] * scale).float()
+        det_boxes = to_pixel_boxes(flat.det_boxes[lo:hi][wrong], record.width, record.height).float()
         missed = breakdown.missed[i]
         boxes = torch.cat([det_boxes, record.boxes[missed]])
         labels = torch.cat([flat.det_labels[lo:hi][wrong], record.labels[missed]])
@@ -158,11 +159,11 @@ def _link(image_id: str) -> str:
     Predictions, so the image would open with Predictions' defaults. Relative, so it works under
     any host and base path.
     """
-    params = {ui.IMAGE: image_id}
-    for key in (ui.CHECKPOINT, ui.DATA_KIND, ui.VOC_DIR, ui.COCO_JSON, ui.COCO_IMAGES, ui.SPLIT, ui.SCORE, ui.NMS_IOU, ui.MAX_DETS,
-                ui.EVAL_IOU, ui.SUBSET):  # fmt: skip
+    params = {keys.IMAGE: image_id}
+    for key in (keys.CHECKPOINT, keys.DATA_KIND, keys.VOC_DIR, keys.COCO_JSON, keys.COCO_IMAGES, keys.SPLIT, keys.SCORE,
+                keys.NMS_IOU, keys.MAX_DETS, keys.EVAL_IOU, keys.SUBSET):  # fmt: skip
         value = st.session_state.get(key)
-        if value is not None and value not in ("", detection.UPLOAD):
+        if value is not None and value not in ("", ui.UPLOAD):
             params[key] = str(value)
     return f"{PREDICTIONS_PATH}?{urlencode(params)}"
 

@@ -18,7 +18,7 @@ from detviz.matching import match_anchors
 from detviz.models import compatibility_problems
 from detviz.postprocess import KEPT, SUPPRESSED
 from pages import ui
-from pages.ui import detection
+from pages.ui import keys
 from pages.ui.cache import image_uri
 
 ui.ensure_entrypoint()
@@ -36,18 +36,18 @@ HEIGHT = 480
 
 
 def _move(step: int) -> None:
-    current = st.session_state.get(ui.STAGE) or STAGES[0]
-    st.session_state[ui.STAGE] = STAGES[min(max(STAGES.index(current) + step, 0), len(STAGES) - 1)]
+    current = st.session_state.get(keys.STAGE) or STAGES[0]
+    st.session_state[keys.STAGE] = STAGES[min(max(STAGES.index(current) + step, 0), len(STAGES) - 1)]
 
 
 def main() -> None:
     st.title("Lesson walkthrough")
-    index = ui.current_index() if st.session_state.get(ui.SELECTION) is not None else None
-    stage = st.segmented_control("Stage", STAGES, default=STAGES[0], key=ui.STAGE, bind="query-params",
+    index = ui.current_index() if st.session_state.get(keys.SELECTION) is not None else None
+    stage = st.segmented_control("Stage", STAGES, default=STAGES[0], key=keys.STAGE, bind="query-params",
                                  required=True, width="stretch")  # fmt: skip
     row = st.columns([4, 1, 1], vertical_alignment="bottom")
     with row[0]:
-        picture = detection.pick_picture(index, lesson="last")
+        picture = ui.pick_picture(index, lesson="last")
     position = STAGES.index(stage)
     row[1].button("Back", icon=":material/arrow_back:", on_click=_move, args=(-1,), disabled=position == 0,
                   width="stretch")  # fmt: skip
@@ -60,7 +60,7 @@ def main() -> None:
     [_largest, _multilabel, _grid, _matching, _multiscale, _losses, _nms][position](picture, text, figure)
 
 
-def _largest(picture: detection.Picture, text, figure) -> None:
+def _largest(picture: ui.Picture, text, figure) -> None:
     largest = largest_object(picture.boxes, picture.labels, picture.difficult)
     with text:
         st.markdown(
@@ -83,7 +83,7 @@ def _largest(picture: detection.Picture, text, figure) -> None:
                                             emphasis=largest, height=HEIGHT, encode=image_uri), key="lesson-largest")  # fmt: skip
 
 
-def _multilabel(picture: detection.Picture, text, figure) -> None:
+def _multilabel(picture: ui.Picture, text, figure) -> None:
     target = multilabel_target(picture.labels, len(picture.classes))
     with text:
         st.markdown(
@@ -98,8 +98,8 @@ def _multilabel(picture: detection.Picture, text, figure) -> None:
                                             height=HEIGHT - 120, encode=image_uri), key="lesson-multilabel-image")  # fmt: skip
 
 
-def _grid(picture: detection.Picture, text, figure) -> None:
-    anchors = detection.anchors_of(PRESETS["lesson_4x4"])
+def _grid(picture: ui.Picture, text, figure) -> None:
+    anchors = ui.anchors_of(PRESETS["lesson_4x4"])
     outputs = len(picture.classes) + 1 + 4
     with text:
         st.markdown(
@@ -111,22 +111,22 @@ def _grid(picture: detection.Picture, text, figure) -> None:
         st.metric("Anchors", len(anchors), help="4 x 4 cells, one square each")
         st.metric("Numbers the head predicts", f"{len(anchors) * outputs:,}", help=f"{len(anchors)} x {outputs}")
         mode = st.radio("Draw", ["grid", "level"], format_func={"grid": "grid lines", "level": "the 16 anchors"}.get,
-                        horizontal=True, key="lesson-grid-mode")  # fmt: skip
+                        horizontal=True, key=keys.LESSON_GRID_MODE)  # fmt: skip
     with figure:
         st.plotly_chart(anchor_overlay_figure(picture.image, anchors, mode, gt_boxes=picture.boxes,
                                               gt_labels=picture.labels, class_names=picture.classes, height=HEIGHT,
                                               encode=image_uri), key="lesson-grid")  # fmt: skip
 
 
-def _matching(picture: detection.Picture, text, figure) -> None:
-    anchors = detection.anchors_of(PRESETS["lesson_4x4"])
+def _matching(picture: ui.Picture, text, figure) -> None:
+    anchors = ui.anchors_of(PRESETS["lesson_4x4"])
     with text:
         st.markdown(
             "Which cell should predict which object? **Matching**: every anchor takes the object it overlaps "
             "most (IoU, the Jaccard index); every object takes its best anchor whatever the overlap; other "
             "anchors count as positive only above a threshold. The rest learn *background*."
         )
-        threshold = st.slider("Threshold (IoU)", 0.05, 0.95, 0.5, 0.05, key="lesson-threshold")
+        threshold = st.slider("Threshold (IoU)", 0.05, 0.95, 0.5, 0.05, key=keys.LESSON_THRESHOLD)
         match = match_anchors(picture.normalized, anchors.boxes, threshold)
         forced, positive = int(match.forced.sum()), int(match.positive.sum())
         st.markdown(f"**{positive}** positive anchors ({forced} forced), **{len(anchors) - positive}** background.")
@@ -138,9 +138,9 @@ def _matching(picture: detection.Picture, text, figure) -> None:
                                         picture.classes, height=HEIGHT, encode=image_uri), key="lesson-matching")  # fmt: skip
 
 
-def _multiscale(picture: detection.Picture, text, figure) -> None:
+def _multiscale(picture: ui.Picture, text, figure) -> None:
     config = PRESETS["lesson_multiscale"]
-    anchors = detection.anchors_of(config)
+    anchors = ui.anchors_of(config)
     with text:
         st.markdown(
             "One square per cell fits few objects. The lesson adds **grids of 4x4, 2x2 and 1x1 cells**, and "
@@ -148,7 +148,7 @@ def _multiscale(picture: detection.Picture, text, figure) -> None:
             f"{anchors.shapes_per_level[0]} anchors. Each grid has its own head on a feature map of that size."
         )
         st.metric("Anchors", len(anchors), help=" + ".join(f"{g}x{g}x{k}" for g, k in zip(anchors.grids, anchors.shapes_per_level, strict=True)))  # fmt: skip
-        level = st.radio("Level", range(len(anchors.grids)), horizontal=True, key="lesson-level",
+        level = st.radio("Level", range(len(anchors.grids)), horizontal=True, key=keys.LESSON_LEVEL,
                          format_func=lambda lv: f"{anchors.grids[lv]}x{anchors.grids[lv]}")  # fmt: skip
         match = match_anchors(picture.normalized, anchors.boxes, 0.5)
         st.markdown(
@@ -165,7 +165,7 @@ def _multiscale(picture: detection.Picture, text, figure) -> None:
                         key="lesson-multiscale")  # fmt: skip
 
 
-def _losses(picture: detection.Picture, text, figure) -> None:
+def _losses(picture: ui.Picture, text, figure) -> None:
     with text:
         st.markdown(
             "Of 189 anchors a handful are positive. With **binary cross-entropy** every confident "
@@ -173,7 +173,7 @@ def _losses(picture: detection.Picture, text, figure) -> None:
             "**Focal loss** multiplies each element's BCE by (1 - p_t)^gamma: an element already right "
             "with p_t = 0.9 costs 100 times less at gamma = 2."
         )
-        gamma = st.slider("gamma", 0.0, 5.0, 2.0, 0.5, key="lesson-gamma")
+        gamma = st.slider("gamma", 0.0, 5.0, 2.0, 0.5, key=keys.LESSON_GAMMA)
         st.page_link(
             "pages/losses.py", label="See the losses of a trained model on the Losses page", icon=":material/functions:"
         )
@@ -185,8 +185,8 @@ def _losses(picture: detection.Picture, text, figure) -> None:
         ), key="lesson-losses")  # fmt: skip
 
 
-def _nms(picture: detection.Picture, text, figure) -> None:
-    checkpoints = detection.shipped_checkpoints()
+def _nms(picture: ui.Picture, text, figure) -> None:
+    checkpoints = ui.shipped_checkpoints()
     with text:
         st.markdown(
             "A trained model fires several anchors on the same object. **Non-maximum suppression** keeps "
@@ -196,15 +196,15 @@ def _nms(picture: detection.Picture, text, figure) -> None:
         if not checkpoints:
             st.info("No trained model is shipped yet (`make demo-checkpoint`), so there are no predictions to show.")
             return
-        detector = detection.detector_of(next(iter(checkpoints.values())))
+        detector = ui.detector_of(next(iter(checkpoints.values())))
         if detector is None:
             return
         problems = compatibility_problems(detector.info, class_names=picture.classes)
         if problems:
             st.warning(f"The shipped model does not know this dataset's classes ({'; '.join(problems)}).")
             return
-        nms_iou = st.slider("NMS IoU limit", 0.1, 1.0, 0.45, 0.05, key="lesson-nms")
-        score = st.slider("Score threshold", 0.05, 0.95, 0.3, 0.05, key="lesson-score")
+        nms_iou = st.slider("NMS IoU limit", 0.1, 1.0, 0.45, 0.05, key=keys.LESSON_NMS)
+        score = st.slider("Score threshold", 0.05, 0.95, 0.3, 0.05, key=keys.LESSON_SCORE)
         (detections,) = detector.detect([picture.image], score, nms_iou, return_trace=True)
         trace = detections.trace
         kept, gone = int((trace.status == KEPT).sum()), int((trace.status == SUPPRESSED).sum())

@@ -8,7 +8,7 @@ from detviz.losses import EASY_P_T, loss_breakdown, loss_curve, ssd_loss_details
 from detviz.matching import DEFAULT_IOU_THRESHOLD, match_anchors
 from detviz.models import compatibility_problems
 from pages import ui
-from pages.ui import detection
+from pages.ui import keys
 from pages.ui.cache import image_uri
 
 ui.ensure_entrypoint()
@@ -24,8 +24,8 @@ def main() -> None:
                "loss; focal loss turns each one down by (1 - p_t)^gamma, so the hard anchors drive training.")  # fmt: skip
     c1, c2 = st.columns(2)
     alpha = c1.slider("alpha (weight of the object class; background gets 1 - alpha)", 0.05, 0.95, 0.25, 0.05,
-                      key=ui.ALPHA, bind="query-params")  # fmt: skip
-    gamma = c2.slider("gamma (how hard easy elements are turned down)", 0.0, 5.0, 2.0, 0.5, key=ui.GAMMA,
+                      key=keys.ALPHA, bind="query-params")  # fmt: skip
+    gamma = c2.slider("gamma (how hard easy elements are turned down)", 0.0, 5.0, 2.0, 0.5, key=keys.GAMMA,
                       bind="query-params")  # fmt: skip
     _curves(alpha, gamma)
     st.divider()
@@ -56,21 +56,21 @@ def _curves(alpha: float, gamma: float) -> None:
 def _on_predictions(alpha: float, gamma: float) -> None:
     st.subheader("Where the loss comes from, anchor by anchor")
     index = ui.current_index()
-    checkpoints = detection.shipped_checkpoints()
+    checkpoints = ui.shipped_checkpoints()
     sources = [*checkpoints, SYNTHETIC]
     c1, c2 = st.columns([1, 2])
-    source = c1.selectbox("Predictions from", sources, key=ui.CHECKPOINT, bind="query-params",
+    source = c1.selectbox("Predictions from", sources, key=keys.CHECKPOINT, bind="query-params",
                           help="A checkpoint shipped in checkpoints/, or made-up logits of a chosen confidence.")  # fmt: skip
     if not checkpoints:
         st.info("No checkpoint is shipped yet (`make demo-checkpoint` trains them): only synthetic logits, "
                 "which are made up, not a model's predictions.")  # fmt: skip
     with c2:
-        picture = detection.pick_picture(index)
+        picture = ui.pick_picture(index)
     if picture is None:
         return
     detector = None
     if source != SYNTHETIC:
-        detector = detection.detector_of(checkpoints[source])
+        detector = ui.detector_of(checkpoints[source])
         if detector is None:
             return
         problems = compatibility_problems(detector.info, class_names=picture.classes)
@@ -103,8 +103,8 @@ def _on_predictions(alpha: float, gamma: float) -> None:
                f"Matching threshold {DEFAULT_IOU_THRESHOLD:g}, as in training.")  # fmt: skip
 
     c1, c2 = st.columns([2, 1])
-    view = c1.radio("Show", VIEWS, key=ui.LOSS_VIEW, bind="query-params", horizontal=True)
-    level = detection.level_picker(anchors, c2)
+    view = c1.radio("Show", VIEWS, key=keys.LOSS_VIEW, bind="query-params", horizontal=True)
+    level = ui.level_picker(anchors, c2)
     left, right = st.columns(2)
     for column, name, details in ((left, "BCE", bce), (right, "focal", focal)):
         parts = (details.anchor_loss_cls, details.anchor_loss_box, details.anchor_loss_cls + details.anchor_loss_box)
@@ -120,18 +120,18 @@ def _on_predictions(alpha: float, gamma: float) -> None:
     st.plotly_chart(p_t_histogram(bce.p_t[0], bce.positive[0]), key="p-t-histogram")
 
 
-def _outputs(detector, picture: detection.Picture):
+def _outputs(detector, picture: ui.Picture):
     """(class_logits, box_activations) for the image and the anchors they belong to."""
     if detector is not None:
         return detector.raw_outputs([picture.image]), detector.anchors.to("cpu")
     st.caption("Synthetic logits: each element's p_t is drawn around the value you set (seeded), and every box "
                "prediction equals its anchor. Nothing here comes from a model.")  # fmt: skip
     c1, c2, c3 = st.columns(3)
-    config, _ = detection.anchor_picker()
-    anchors = detection.anchors_of(config)
-    p_pos = c1.slider("p_t of objects' own class", 0.05, 0.95, 0.6, 0.05, key="synthetic-positive")
-    p_neg = c2.slider("p_t of everything else", 0.5, 0.999, 0.97, 0.001, key="synthetic-negative", format="%.3f")
-    spread = c3.slider("Spread (logit std)", 0.0, 3.0, 1.0, 0.25, key="synthetic-spread")
+    config, _ = ui.anchor_picker()
+    anchors = ui.anchors_of(config)
+    p_pos = c1.slider("p_t of objects' own class", 0.05, 0.95, 0.6, 0.05, key=keys.SYNTHETIC_POSITIVE)
+    p_neg = c2.slider("p_t of everything else", 0.5, 0.999, 0.97, 0.001, key=keys.SYNTHETIC_NEGATIVE, format="%.3f")
+    spread = c3.slider("Spread (logit std)", 0.0, 3.0, 1.0, 0.25, key=keys.SYNTHETIC_SPREAD)
     match = match_anchors(picture.normalized, anchors.boxes, DEFAULT_IOU_THRESHOLD)
     background = len(picture.classes)
     target = torch.full((len(anchors),), background)

@@ -3,11 +3,12 @@
 import streamlit as st
 import torch
 
+from detviz.boxes import to_pixel_boxes
 from detviz.explain import clicked_anchor, explain_anchor
 from detviz.figures import iou_heatmap, matching_figure
 from detviz.matching import match_anchors
 from pages import ui
-from pages.ui import detection
+from pages.ui import keys
 from pages.ui.cache import image_uri
 
 ui.ensure_entrypoint()
@@ -19,21 +20,20 @@ STEPS = {
 }
 HEATMAP_ALL = 200  # up to this many anchors the Jaccard matrix shows them all
 HEATMAP_MAX_COLUMNS = 400  # beyond this a column is narrower than a pixel or two
-IMAGE_CHART, HEATMAP_CHART = "matching-image", "matching-heatmap"
 
 
 def main() -> None:
     st.title("Matching")
     st.caption("Before the loss can compare predictions with the ground truth, every anchor is given a "
                "target: one of the objects, or background. This page runs the rule on one image.")  # fmt: skip
-    index = ui.current_index() if st.session_state.get(ui.SELECTION) is not None else None
+    index = ui.current_index() if st.session_state.get(keys.SELECTION) is not None else None
     c1, c2, c3 = st.columns([2, 2, 1])
     with c1:
-        config, name = detection.anchor_picker(default="lesson_4x4")
-    anchors = detection.anchors_of(config)
+        config, name = ui.anchor_picker(default="lesson_4x4")
+    anchors = ui.anchors_of(config)
     with c2:
-        picture = detection.pick_picture(index, lesson="first")
-    threshold = c3.slider("Threshold (IoU)", 0.05, 0.95, 0.5, 0.05, key=ui.IOU, bind="query-params",
+        picture = ui.pick_picture(index, lesson="first")
+    threshold = c3.slider("Threshold (IoU)", 0.05, 0.95, 0.5, 0.05, key=keys.IOU, bind="query-params",
                           help="The lesson uses 0.5 here; its loss function uses 0.4.")  # fmt: skip
     if picture is None:
         st.info("No image to show.")
@@ -42,18 +42,18 @@ def main() -> None:
 
     left, right = st.columns([3, 2])
     with right:
-        step = st.radio("Step of the rule", list(STEPS), captions=list(STEPS.values()), key=ui.STEP,
+        step = st.radio("Step of the rule", list(STEPS), captions=list(STEPS.values()), key=keys.STEP,
                         bind="query-params", horizontal=False)  # fmt: skip
         negatives = step == "threshold" and st.toggle(
-            "Draw the negative anchors", key=ui.NEGATIVES, bind="query-params", disabled=len(anchors) > 20_000
+            "Draw the negative anchors", key=keys.NEGATIVES, bind="query-params", disabled=len(anchors) > 20_000
         )
-        selected = detection.anchor_input(len(anchors))
+        selected = ui.anchor_input(len(anchors))
     with left:
         fig = matching_figure(
             picture.image, anchors, match, list(STEPS).index(step) + 1, picture.boxes, picture.labels,
             picture.classes, selected=selected, show_negatives=negatives, encode=image_uri,
         )  # fmt: skip
-        st.plotly_chart(fig, key=IMAGE_CHART, on_select=_on_click(IMAGE_CHART, len(anchors)),
+        st.plotly_chart(fig, key=keys.IMAGE_CHART, on_select=_on_click(keys.IMAGE_CHART, len(anchors)),
                         selection_mode="points", config={"displaylogo": False})  # fmt: skip
         st.caption("Click an anchor's centre dot to see why it is positive or negative.")
     with right:
@@ -65,7 +65,7 @@ def main() -> None:
         st.info("This image has no objects: there is no Jaccard matrix, and every anchor is background.")
     else:
         _jaccard(match, anchors, picture, threshold, selected)
-    if picture.name == detection.LESSON_EXAMPLE:
+    if picture.name == ui.LESSON_EXAMPLE:
         _lesson_check(match, name, threshold)
 
 
@@ -75,12 +75,12 @@ def _on_click(chart_key: str, num_anchors: int):
         points = event.get("selection", {}).get("points") if event else None
         anchor = clicked_anchor(points, num_anchors)
         if anchor is not None:
-            st.session_state[ui.ANCHOR] = anchor
+            st.session_state[keys.ANCHOR] = anchor
 
     return update
 
 
-def _step_numbers(step: str, match, picture: detection.Picture) -> None:
+def _step_numbers(step: str, match, picture: ui.Picture) -> None:
     n_gt = picture.boxes.shape[0]
     name = [f"{g + 1}: {picture.classes[int(picture.labels[g])]}" for g in range(n_gt)]
     if step == "overlap":
@@ -127,16 +127,15 @@ def _force_note(match, g: int, a: int) -> str:
     return ""
 
 
-def _anchor_story(match, anchors, selected: int, picture: detection.Picture) -> None:
+def _anchor_story(match, anchors, selected: int, picture: ui.Picture) -> None:
     story = explain_anchor(match, selected, anchors.boxes, picture.normalized, picture.labels, picture.classes)
     with st.container(border=True):
         st.markdown(f"**{anchors.describe(selected).capitalize()}**")
         (st.success if story.positive else st.info)(story.reason)
         w, h = picture.image.size
-        scale = torch.tensor([w, h, w, h])
-        box = ", ".join(f"{v:.1f}" for v in (story.box * scale).tolist())
+        box = ", ".join(f"{v:.1f}" for v in to_pixel_boxes(story.box, w, h).tolist())
         target = (f"{picture.classes[story.target_class]}, box "
-                  + ", ".join(f"{v:.1f}" for v in (story.target_box * scale).tolist())
+                  + ", ".join(f"{v:.1f}" for v in to_pixel_boxes(story.target_box, w, h).tolist())
                   if story.target_box is not None else "background")  # fmt: skip
         st.markdown(f"Anchor box (px): {box}  \nTarget: {target}")
         if story.ious.numel():
@@ -146,13 +145,13 @@ def _anchor_story(match, anchors, selected: int, picture: detection.Picture) -> 
             }, hide_index=True)  # fmt: skip
 
 
-def _jaccard(match, anchors, picture: detection.Picture, threshold: float, selected: int | None) -> None:
+def _jaccard(match, anchors, picture: ui.Picture, threshold: float, selected: int | None) -> None:
     st.subheader("The Jaccard matrix")
     columns = None
     if len(anchors) > HEATMAP_ALL:
         levels = ["anchors that overlap an object"] + [f"level {lv} ({g}x{g})" for lv, g in enumerate(anchors.grids)]
         c1, c2 = st.columns([2, 3])
-        choice = c1.selectbox("Columns", levels, key=ui.LEVEL, bind="query-params",
+        choice = c1.selectbox("Columns", levels, key=keys.LEVEL, bind="query-params",
                               help=f"{len(anchors):,} anchors are too many columns to read; pick a part.")  # fmt: skip
         touching = (match.iou > 0).any(0)
         if choice == levels[0]:
@@ -161,7 +160,7 @@ def _jaccard(match, anchors, picture: detection.Picture, threshold: float, selec
             lv = levels.index(choice) - 1
             mask = anchors.level == lv
             if int(mask.sum()) > HEATMAP_ALL and c2.toggle("Only the anchors that overlap an object", value=True,
-                                                           key="matching-touching"):  # fmt: skip
+                                                           key=keys.ONLY_TOUCHING):  # fmt: skip
                 mask &= touching
         columns = torch.nonzero(mask).flatten()
         if columns.numel() > HEATMAP_MAX_COLUMNS:
@@ -173,7 +172,7 @@ def _jaccard(match, anchors, picture: detection.Picture, threshold: float, selec
             st.info("No anchor of this part overlaps an object.")
             return
     fig = iou_heatmap(match.iou, anchors, picture.labels, picture.classes, columns, threshold, selected)
-    st.plotly_chart(fig, key=HEATMAP_CHART, on_select=_on_click(HEATMAP_CHART, len(anchors)),
+    st.plotly_chart(fig, key=keys.HEATMAP_CHART, on_select=_on_click(keys.HEATMAP_CHART, len(anchors)),
                     selection_mode="points", config={"displaylogo": False})  # fmt: skip
     st.caption(f"Cells outlined in red are above the threshold {threshold:g}. Click a cell to pick its anchor.")
 
@@ -185,11 +184,11 @@ def _lesson_check(match, name: str, threshold: float) -> None:
             return
         best = [round(v, 4) for v in match.iou.max(1).values.tolist()]
         positives = torch.nonzero(match.positive).flatten().tolist()
-        st.markdown(f"Best IoU per object here: {best}; the lesson printed {list(detection.LESSON_BEST_IOU)}.  \n"
-                    f"Positive anchors here: {positives}; the lesson printed {list(detection.LESSON_POSITIVES)} "
+        st.markdown(f"Best IoU per object here: {best}; the lesson printed {list(ui.LESSON_BEST_IOU)}.  \n"
+                    f"Positive anchors here: {positives}; the lesson printed {list(ui.LESSON_POSITIVES)} "
                     f"(with threshold 0.5; this page uses {threshold:g}).")  # fmt: skip
-        same = positives == list(detection.LESSON_POSITIVES) and all(
-            abs(a - b) < 1e-3 for a, b in zip(best, detection.LESSON_BEST_IOU, strict=True)
+        same = positives == list(ui.LESSON_POSITIVES) and all(
+            abs(a - b) < 1e-3 for a, b in zip(best, ui.LESSON_BEST_IOU, strict=True)
         )
         (st.success if same else st.warning)(
             "The same as the lesson."

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from detviz.boxes import to_pixel_boxes
 from detviz.codes import DETECTION_OUTCOMES, NMSDecision, Outcome
 from detviz.evaluate import coco_results, scale_flat, voc_map
 from detviz.explain import clicked_anchor, nms_decision, nms_decision_label, trace_of_classes
@@ -16,13 +17,12 @@ from detviz.figures import class_scores_figure, detections_figure, pr_curves_fig
 from detviz.inference import NonFiniteOutputs, to_pixels
 from detviz.postprocess import postprocess
 from pages import ui
-from pages.ui import detection
+from pages.ui import keys
 from pages.ui.cache import image_uri
+from pages.ui.live import live_set
+from pages.ui.widgets import LIVE_FLOOR
 
 ui.ensure_entrypoint()
-
-SELECTED = "_prediction_candidate"  # the candidate clicked or picked in the table (session only)
-STEP = "nmsstep"  # the NMS step shown (URL)
 
 
 def main() -> None:
@@ -32,29 +32,29 @@ def main() -> None:
                "objects nobody found.")  # fmt: skip
     index = ui.current_index()
     top = st.columns([2, 3, 2, 1.3], vertical_alignment="bottom")
-    picked = detection.checkpoint_picker(top[0])
+    picked = ui.checkpoint_picker(top[0])
     with top[1]:
-        picture = detection.pick_picture(index)
-    limit = detection.subset_picker(top[2])
+        picture = ui.pick_picture(index)
+    limit = ui.subset_picker(top[2])
     ui.share_link(top[3])
     if picked is None:
-        if not detection.shipped_checkpoints():
+        if not ui.shipped_checkpoints():
             st.info("No checkpoint yet: train one on the Train page, or upload one.")
         return
     name, path = picked
-    detector = detection.detector_of(path, name)
+    detector = ui.detector_of(path, name)
     if detector is None or picture is None:
         return
-    scored = index is not None and detection.fits_dataset(detector, index, name)
+    scored = index is not None and ui.fits_dataset(detector, index, name)
     classes = list(detector.classes)
-    score, nms, max_dets, eval_iou, only = detection.threshold_sliders(classes)
+    score, nms, max_dets, eval_iou, only = ui.threshold_sliders(classes)
 
     try:
         trace, outcome, missed, gt_keep = _detections(
             detector, path, picture, score, nms, max_dets, eval_iou, only, scored
         )
     except NonFiniteOutputs as e:  # a checkpoint with NaN weights loads, but predicts nothing
-        st.error(detection.model_error(e, path, name))
+        st.error(ui.model_error(e, path, name))
         return
     left, right = st.columns([3, 2])
     with left:
@@ -65,7 +65,7 @@ def main() -> None:
             upto=step if step < trace.status.numel() else None, selected=_selected(trace), height=600,
             encode=image_uri,
         )  # fmt: skip
-        ui.show_figure(fig, "detections", on_select=_pick_from_figure, selection_mode="points")
+        ui.show_figure(fig, keys.DETECTIONS_CHART, on_select=_pick_from_figure, selection_mode="points")
         _image_metrics(trace, outcome, missed, scored)
     with right:
         if scored:
@@ -79,7 +79,7 @@ def main() -> None:
 def _detections(detector, path, picture, score, nms, max_dets, eval_iou, only, scored):
     """The image's NMS trace (pixels), each candidate's Outcome (NOT_DETECTION: not kept), the missed
     objects (None when not scored) and which objects are of the classes shown."""
-    logits, boxes = detection.raw_outputs(path, picture.image)
+    logits, boxes = ui.raw_outputs(path, picture.image)
     (det,) = postprocess(logits, boxes, detector.anchors, score, nms, max_dets, coding=detector.coding,
                          return_trace=True)  # fmt: skip
     det = to_pixels(det, *picture.image.size)
@@ -115,21 +115,21 @@ def _image_metrics(trace, outcome, missed, scored) -> None:
 
 
 def _selected(trace) -> int | None:
-    k = st.session_state.get(SELECTED)
+    k = st.session_state.get(keys.SELECTED)
     return k if k is not None and 0 <= k < trace.status.numel() else None
 
 
 def _pick_from_figure() -> None:
-    points = st.session_state.get("detections", {}).get("selection", {}).get("points", [])
-    st.session_state[SELECTED] = clicked_anchor(points, 1 << 30)
+    points = st.session_state.get(keys.DETECTIONS_CHART, {}).get("selection", {}).get("points", [])
+    st.session_state[keys.SELECTED] = clicked_anchor(points, 1 << 30)
 
 
 def _live_map(path, limit, score, nms, max_dets, eval_iou, only, classes) -> None:
-    live = detection.live_set(path, limit)
+    live = live_set(path, limit)
     if live is None:
         return
     result = live.sweep.evaluate(score, nms, max_dets, eval_iou, "11point")
-    reference = live.sweep.evaluate(detection.LIVE_FLOOR, 0.45, 100, eval_iou, "11point")
+    reference = live.sweep.evaluate(LIVE_FLOOR, 0.45, 100, eval_iou, "11point")
     chosen = only or list(range(len(classes)))
     value, base = _mean(result.ap[chosen]), _mean(reference.ap[chosen])
     st.metric(
@@ -183,12 +183,12 @@ def _step_slider(trace, classes) -> int:
     if m == 0:
         st.info("No candidate scores above the threshold in this image.")
         return 0
-    current = st.session_state.get(STEP)
+    current = st.session_state.get(keys.NMS_STEP)
     start = {"value": m}
     if current is not None and current > m:  # fewer candidates than the step asked for: the last one
-        st.session_state[STEP] = m
+        st.session_state[keys.NMS_STEP] = m
         start = {}  # the value comes from the session state (passing one too makes Streamlit warn)
-    step = st.slider("NMS step by step: candidates decided, best score first", 1, max(m, 2), key=STEP,
+    step = st.slider("NMS step by step: candidates decided, best score first", 1, max(m, 2), key=keys.NMS_STEP,
                      bind="query-params", disabled=m < 2, **start)  # fmt: skip
     step = min(step, m)
     st.markdown(nms_decision(trace, step - 1, classes))
@@ -210,7 +210,7 @@ def _candidates(detector, path, picture, trace, outcome, classes, step: int) -> 
         })  # fmt: skip
         table.index.name = "candidate"
         st.dataframe(table.iloc[:step], height=400, on_select=_pick_from_table, selection_mode="single-row",
-                     key="candidates", column_config={"score": st.column_config.NumberColumn(format="%.3f"),
+                     key=keys.CANDIDATES, column_config={"score": st.column_config.NumberColumn(format="%.3f"),
                                                       "IoU": st.column_config.NumberColumn(format="%.2f")})  # fmt: skip
     with right:
         selected = _selected(trace)
@@ -222,23 +222,22 @@ def _candidates(detector, path, picture, trace, outcome, classes, step: int) -> 
 
 
 def _pick_from_table() -> None:
-    rows = st.session_state.get("candidates", {}).get("selection", {}).get("rows", [])
-    st.session_state[SELECTED] = int(rows[0]) if rows else None
+    rows = st.session_state.get(keys.CANDIDATES, {}).get("selection", {}).get("rows", [])
+    st.session_state[keys.SELECTED] = int(rows[0]) if rows else None
 
 
 def _candidate_details(detector, path, picture, trace, k: int, classes) -> None:
-    logits, activations = detection.raw_outputs(path, picture.image)
+    logits, activations = ui.raw_outputs(path, picture.image)
     a = int(trace.anchor[k])
     anchors = detector.anchors
     level = int(anchors.level[a])
     w, h = picture.image.size
-    scale = torch.tensor([w, h, w, h])
     nms = nms_decision_label(trace, k)
     st.markdown(f"#### Candidate {k}: {classes[int(trace.labels[k])]} {float(trace.scores[k]):.3f}, from anchor {a}")
     st.markdown(
         f"- anchor {a}: level {level} ({anchors.grids[level]}x{anchors.grids[level]} grid), row "
         f"{int(anchors.row[a])}, column {int(anchors.col[a])}, shape {int(anchors.shape_index[a])}\n"
-        f"- anchor box: {_box(anchors.boxes[a].cpu() * scale)} px\n"
+        f"- anchor box: {_box(to_pixel_boxes(anchors.boxes[a].cpu(), w, h))} px\n"
         f"- raw box activations (x, y, w, h): {', '.join(f'{v:+.3f}' for v in activations[0, a].tolist())}\n"
         f"- decoded box ({detector.coding} coding): {_box(trace.boxes[k])} px\n"
         f"- NMS: {nms}"

@@ -16,8 +16,7 @@ import torch
 
 from detviz.anchors import PRESETS
 from detviz.data import DataError
-from detviz.data.demo import read_demo_settings
-from detviz.data.spec import KINDS, DatasetSpec, check_within_roots, dataset_fingerprint, dataset_splits
+from detviz.data.spec import DatasetSpec, check_within_roots, dataset_fingerprint, dataset_splits
 from detviz.figures import (
     compare_figure,
     losses_figure,
@@ -41,7 +40,7 @@ from detviz.train.report import (
 )
 from detviz.train.runs import NAME_PATTERN, launch_problems, list_runs, poll_interval
 from pages import ui
-from pages.ui import detection
+from pages.ui import data, keys
 
 ui.ensure_entrypoint()
 
@@ -63,11 +62,10 @@ DEFAULT_ANCHORS = "default"  # the model's own preset (TrainConfig.anchors ""); 
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """How the form shows a TrainConfig field: its widget's key (also its query parameter), label,
-    and a number's range and step. The widget's kind, default and help text come from the field
-    (_setting)."""
+    """How the form shows a TrainConfig field: its label, and a number's range and step. The
+    widget's kind, default and help text come from the field, its key (also its query parameter)
+    from keys.TRAIN_FORM (_setting)."""
 
-    key: str
     label: str
     bounds: tuple[float, float] = (0, 0)  # a number's (min, max)
     step: float | None = None  # a number's step (None: Streamlit's)
@@ -77,45 +75,29 @@ class Setting:
 
 
 SETTINGS = {  # the fields the form shows, by TrainConfig field name
-    "model": Setting("train_model", "Model"),
-    "backbone": Setting("train_backbone", "Backbone"),
-    "pretrained": Setting("train_pretrained", "ImageNet weights"),
-    "anchors": Setting("train_anchors", "Anchor preset"),
-    "loss": Setting("train_loss", "Classification loss", radio=True),
-    "alpha": Setting("train_alpha", "alpha", (0.01, 0.99), 0.05),
-    "gamma": Setting("train_gamma", "gamma", (0.0, 10.0), 0.5),
-    "epochs": Setting("train_epochs", "Epochs", (1, 10_000)),
-    "lr": Setting("train_lr", "Learning rate", help="Peak of the one-cycle schedule: a number, or 'auto' to run the "
+    "model": Setting("Model"),
+    "backbone": Setting("Backbone"),
+    "pretrained": Setting("ImageNet weights"),
+    "anchors": Setting("Anchor preset"),
+    "loss": Setting("Classification loss", radio=True),
+    "alpha": Setting("alpha", (0.01, 0.99), 0.05),
+    "gamma": Setting("gamma", (0.0, 10.0), 0.5),
+    "epochs": Setting("Epochs", (1, 10_000)),
+    "lr": Setting("Learning rate", help="Peak of the one-cycle schedule: a number, or 'auto' to run the "
                   "learning-rate finder first (or find one below and use it)."),
-    "batch_size": Setting("train_batch", "Batch size", (1, 4096)),
-    "image_size": Setting("train_size", "Image size (px)", (32, 1024), 32),
-    "freeze_epochs": Setting("train_freeze", "Frozen epochs", (0, 10_000)),
-    "augment": Setting("train_augment", "Augment"),
-    "max_steps": Setting("train_max_steps", "Stop after steps (0: no limit)", (0, 10_000_000)),
-    "seed": Setting("train_seed", "Seed", (0, 2**31 - 1)),
-    "device": Setting("train_device", "Device", help="auto: a CUDA GPU when there is one, else the CPU. A CUDA device "
-                      "can be chosen without a GPU here, to prepare the command for another machine."),
-    "amp": Setting("train_amp", "Mixed precision (AMP)", note="; ignored on the CPU."),
-    "name": Setting("train_name", "Run name (optional)",
-                    help="The run's folder name; empty: the date, the model and a random suffix."),
+    "batch_size": Setting("Batch size", (1, 4096)),
+    "image_size": Setting("Image size (px)", (32, 1024), 32),
+    "freeze_epochs": Setting("Frozen epochs", (0, 10_000)),
+    "augment": Setting("Augment"),
+    "max_steps": Setting("Stop after steps (0: no limit)", (0, 10_000_000)),
+    "seed": Setting("Seed", (0, 2**31 - 1)),
+    "device": Setting("Device", help="auto: a CUDA GPU when there is one, else the CPU. A CUDA device can be "
+                      "chosen without a GPU here, to prepare the command for another machine."),
+    "amp": Setting("Mixed precision (AMP)", note="; ignored on the CPU."),
+    "name": Setting("Run name (optional)", help="The run's folder name; empty: the date, the model and a random suffix."),
 }  # fmt: skip
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-
-# Other widget keys (query-parameter names where bound); ui.RUN ("run") is the watched run.
-VIEW = "train_view"
-DATA = "train_data"
-VOC = "train_voc"
-COCO = "train_coco"
-IMAGES = "train_images"
-COCO_VAL = "train_coco_val"
-SPLIT = "train_split"
-VAL_SPLIT = "train_val_split"
-GPUS = "train_gpus"
-COMPARE = "train_compare"
-DELETE = "train_delete"
-DELETE_SURE = "train_delete_sure"
-NOTICE = "_train_notice"  # session only: (level, text) left by a button's callback
-FOLLOWER = "_train_follower"  # session only: the watched run's MetricsFollower
+FORM_DATA = data.Picker(keys.TRAIN, "to train on")  # the sidebar's dataset picker, with the form's keys
 
 DEFAULTS = TrainConfig()
 
@@ -132,10 +114,10 @@ def main() -> None:
         st.info("No GPU here: runs train on the CPU. That works (the shipped checkpoints were trained so), only "
                 "slower: keep images small and epochs few. The command below also runs on a GPU machine or a "
                 "cluster unchanged.", icon=":material/memory:")  # fmt: skip
-    notice = st.session_state.pop(NOTICE, None)
+    notice = st.session_state.pop(keys.TRAIN_NOTICE, None)
     if notice:
         (st.error if notice[0] == "error" else st.success)(notice[1])
-    new, watch, runs = st.tabs(VIEWS, key=VIEW, bind="query-params")
+    new, watch, runs = st.tabs(VIEWS, key=keys.TRAIN_VIEW, bind="query-params")
     if new.open:
         with new:
             _form(cuda)
@@ -194,7 +176,7 @@ def _form(cuda: int) -> None:
         devices = ["auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(max(cuda, 1)))]
         values["device"] = _setting(c[0], "device", options=devices)
         values["amp"] = _setting(c[1], "amp")
-        gpus = c[2].number_input("GPUs", 1, 64, 1, key=GPUS, bind="query-params",
+        gpus = c[2].number_input("GPUs", 1, 64, 1, key=keys.TRAIN_GPUS, bind="query-params",
                                  help="More than one: torchrun starts one process per GPU "
                                  "(DistributedDataParallel); the batch is split between them.")  # fmt: skip
         values["name"] = _setting(c[3], "name", placeholder="date-model-random")
@@ -238,64 +220,45 @@ def _form(cuda: int) -> None:
 
 
 def _data_fields(problems: list[str]) -> DataChoice:
-    """The dataset widgets; appends what is wrong with them to `problems`."""
-    roots = ui.data_roots()
+    """The dataset widgets (data.pick_kind / pick_source / pick_split, as in the sidebar, with the
+    form's keys) and the validation choice; appends what is wrong with them to `problems`."""
     c = st.columns([1.4, 2, 2])
-    kind = c[0].radio("Source", KINDS, key=DATA, bind="query-params", captions=[ui.KIND_CAPTIONS[k] for k in KINDS])
-    hint = f"Inside {', '.join(str(r) for r in roots)}."
+    kind = data.pick_kind(FORM_DATA, c[0])
+    if kind == "demo":
+        c[1].markdown(f"The built-in demo set in `{ui.demo_dir()}`.")
+    paths = c[1].container()  # the picker's path fields, above the validation json
+    val_text = ""
+    if kind == "coco":
+        val_text = c[1].text_input("Validation json (optional)", key=keys.TRAIN_COCO_VAL, bind="query-params",
+                                   placeholder="data/pascal_val2007.json",
+                                   help="Same image folder; empty: no validation (the last epoch is the best). "
+                                   f"Inside {', '.join(str(r) for r in ui.data_roots())}.")  # fmt: skip
     try:
-        if kind == "demo":
-            folder = ui.demo_dir()
-            c[1].markdown(f"The built-in demo set in `{folder}`.")
-            if read_demo_settings(folder) is None:
-                raise DataError(f"The demo dataset is not drawn yet in {folder}: draw it from the sidebar (Source: demo).")  # fmt: skip
-            spec = DatasetSpec("demo", str(folder))
-        elif kind == "voc":
-            text = c[1].text_input("VOC folder", key=VOC, bind="query-params", placeholder="data/VOCdevkit/VOC2007",
-                                   help=f"The folder holding Annotations/, JPEGImages/ and ImageSets/Main/. {hint}")  # fmt: skip
-            if not text.strip():
-                raise DataError("Type the VOC folder to train on.")
-            spec = DatasetSpec("voc", str(check_within_roots(_app_path(text), roots)))
-        else:
-            json_text = c[1].text_input("COCO json", key=COCO, bind="query-params",
-                                        placeholder="data/pascal_train2007.json", help=f"The training json. {hint}")  # fmt: skip
-            image_text = c[2].text_input("Image folder", key=IMAGES, bind="query-params", placeholder="data/JPEGImages",
-                                         help=f"The folder its file names are relative to. {hint}")  # fmt: skip
-            val_text = c[1].text_input("Validation json (optional)", key=COCO_VAL, bind="query-params",
-                                       placeholder="data/pascal_val2007.json",
-                                       help=f"Same image folder; empty: no validation (the last epoch is the best). {hint}")  # fmt: skip
-            if not json_text.strip() or not image_text.strip():
-                raise DataError("Type the COCO json and its image folder to train on.")
-            json_file = check_within_roots(_app_path(json_text), roots)
-            image_dir = check_within_roots(_app_path(image_text), roots)
-            if not json_file.is_file():
-                raise DataError(f"{json_file}: no such file.")
-            if not image_dir.is_dir():
-                raise DataError(f"{image_dir}: no such folder.")
-            spec = DatasetSpec("coco", str(json_file), str(image_dir))
-            val_data = ""
-            if val_text.strip():
-                val_file = check_within_roots(_app_path(val_text), roots)
-                if not val_file.is_file():
-                    raise DataError(f"{val_file}: no such file.")
-                val_data = str(DatasetSpec("coco", str(val_file), str(image_dir)))
+        spec = data.pick_source(kind, FORM_DATA, (paths, c[2]))
+        if kind == "coco":
+            val_data = _validation_json(val_text, spec)
             return DataChoice(str(spec), "train", "", val_data, _count(spec, "train", problems))
-    except DataError as e:
+        train_split = data.pick_split(spec, FORM_DATA, c[2], label="Train on split")
+    except (data.NoDataset, DataError) as e:
         problems.append(str(e))
         return DataChoice()
-    splits = dataset_splits(spec)
-    if not splits:
-        problems.append(f"{spec.path}: no split files in ImageSets/Main (train.txt, val.txt, ...).")
-        return DataChoice()
-    train_split = c[2].selectbox("Train on split", splits, index=splits.index("train") if "train" in splits else 0,
-                                 key=SPLIT, bind="query-params")  # fmt: skip
-    val_options = [*splits, NO_VALIDATION]
-    val_split = c[2].selectbox("Validate on split", val_options,
-                               index=val_options.index("val" if "val" in splits else NO_VALIDATION),
-                               key=VAL_SPLIT, bind="query-params",
+    splits = [*dataset_splits(spec), NO_VALIDATION]
+    val_split = c[2].selectbox("Validate on split", splits,
+                               index=splits.index("val" if "val" in splits else NO_VALIDATION),
+                               key=keys.TRAIN_VAL_SPLIT, bind="query-params",
                                help="mAP after every epoch picks the best checkpoint; none: the last is the best.")  # fmt: skip
     val_split = "" if val_split == NO_VALIDATION else val_split
     return DataChoice(str(spec), train_split, val_split, "", _count(spec, train_split, problems))
+
+
+def _validation_json(text: str, spec: DatasetSpec) -> str:
+    """The spec of the validation json typed (with the training json's image folder), or ""."""
+    if not text.strip():
+        return ""
+    val_file = check_within_roots(ui.app_path(text), ui.data_roots())
+    if not val_file.is_file():
+        raise DataError(f"{val_file}: no such file.")
+    return str(DatasetSpec("coco", str(val_file), spec.image_dir))
 
 
 def _count(spec: DatasetSpec, split: str, problems: list[str]) -> int | None:
@@ -310,21 +273,15 @@ def _count(spec: DatasetSpec, split: str, problems: list[str]) -> int | None:
     return len(index)
 
 
-def _app_path(text: str) -> Path:
-    """A typed path; relative ones are relative to the app folder (as in the sidebar)."""
-    path = Path(text.strip()).expanduser()
-    return path if path.is_absolute() else ui.APP_DIR / path
-
-
 def _setting(where: Any, name: str, disabled: bool = False, options: list[str] | None = None, **widget: Any) -> Any:
-    """The widget of TrainConfig field `name` (SETTINGS says its key and label) in `where`; returns
-    its value as the field's type, except the learning rate: its text (parse_learning_rate, as the
-    CLI's --lr). The widget follows the field, as the CLI's flags do: a checkbox for a bool, a
-    number input for a number, a choice among config.CHOICES (or `options`), else a text input;
-    the default and the help text are the field's."""
+    """The widget of TrainConfig field `name` (SETTINGS says its label, keys.TRAIN_FORM its key) in
+    `where`; returns its value as the field's type, except the learning rate: its text
+    (parse_learning_rate, as the CLI's --lr). The widget follows the field, as the CLI's flags do:
+    a checkbox for a bool, a number input for a number, a choice among config.CHOICES (or
+    `options`), else a text input; the default and the help text are the field's."""
     setting, field = SETTINGS[name], FIELDS[name]
     kind, default = str(field.type), field.default
-    widget |= dict(key=setting.key, bind="query-params", disabled=disabled,
+    widget |= dict(key=keys.TRAIN_FORM[name], bind="query-params", disabled=disabled,
                    help=setting.help or field.metadata["help"] + setting.note)  # fmt: skip
     if kind == "bool":
         return where.checkbox(setting.label, default, **widget)
@@ -349,12 +306,12 @@ def _launch(config: TrainConfig, gpus: int, find_lr: bool) -> None:
     try:
         path = launch(config, ui.runs_dir(), "" if find_lr else config.name, gpus, find_lr=find_lr)
     except (ValueError, OSError) as e:
-        st.session_state[NOTICE] = ("error", f"Not launched: {e}")
+        st.session_state[keys.TRAIN_NOTICE] = ("error", f"Not launched: {e}")
         return
-    st.session_state[ui.RUN] = path.name
-    st.session_state[VIEW] = "Watch"
+    st.session_state[keys.RUN] = path.name
+    st.session_state[keys.TRAIN_VIEW] = "Watch"
     what = "Learning-rate finder" if find_lr else "Run"
-    st.session_state[NOTICE] = ("success", f"{what} {path.name} started as process {_pid(path)}.")
+    st.session_state[keys.TRAIN_NOTICE] = ("success", f"{what} {path.name} started as process {_pid(path)}.")
 
 
 def _pid(path: Path) -> str:
@@ -367,17 +324,17 @@ def _pid(path: Path) -> str:
 def _watch() -> None:
     runs = list_runs(ui.runs_dir())
     names = [r.name for r in runs]
-    current = st.session_state.get(ui.RUN)
+    current = st.session_state.get(keys.RUN)
     if current is not None and not NAME_PATTERN.match(str(current)):
         st.error(f"Run {current!r} is not a run folder name (letters, digits, '.', '_', '-'): not opened.")
-        st.session_state.pop(ui.RUN)
+        st.session_state.pop(keys.RUN)
         current = None
     if not runs and current is None:
         st.info("No runs yet: launch one from New run (or from a terminal with `python -m detviz.train`).")
         return
     options = names if current is None or current in names else [current, *names]
     # no format_func: a bound widget's URL value is its shown text, and ?run= must be the name
-    name = st.columns([2, 3])[0].selectbox("Run", options, key=ui.RUN, bind="query-params", help="Newest first.")
+    name = st.columns([2, 3])[0].selectbox("Run", options, key=keys.RUN, bind="query-params", help="Newest first.")
     run = RunFolder(ui.runs_dir() / name)
     if poll_interval(run.state(), POLL_SECONDS):
         _live(run)
@@ -406,7 +363,7 @@ def _show_run(run: RunFolder) -> str:
     icon, color = STATE_BADGES.get(state, (":material/help:", "gray"))
     head.markdown(f"### {'Learning-rate finder' if finder else 'Run'} {run.path.name} :{color}-badge[{icon} {state}]")
     if state in LIVE_STATES:
-        button.button("Cancel", icon=":material/stop_circle:", key=f"train-cancel-{run.path.name}",
+        button.button("Cancel", icon=":material/stop_circle:", key=f"{keys.TRAIN_CANCEL}{run.path.name}",
                       help="Stops the run; a training run saves a checkpoint first (resume it from a terminal).",
                       on_click=_cancel, args=(run.path,))  # fmt: skip
     sentence = state_sentence(state, status)
@@ -432,9 +389,9 @@ def _cancel(path: Path) -> None:
 
 def _records(run: RunFolder) -> list[dict]:
     """The run's metrics so far; a poll reads only what was appended since the last one."""
-    follower = st.session_state.get(FOLLOWER)
+    follower = st.session_state.get(keys.TRAIN_FOLLOWER)
     if follower is None or follower.path != run.metrics_path:
-        follower = st.session_state[FOLLOWER] = MetricsFollower(run.metrics_path)
+        follower = st.session_state[keys.TRAIN_FOLLOWER] = MetricsFollower(run.metrics_path)
     return follower.read()
 
 
@@ -475,9 +432,9 @@ def _show_training(run: RunFolder, status: RunStatus, state: str) -> None:
     if finder is not None:
         with st.expander(f"Learning-rate finder (this run picked {finder.suggestion:.2g} with it)"):
             ui.show_figure(lr_finder_figure(finder), f"{name}-lr-find")
-    if f"{detection.RUN_PREFIX}{name}" in detection.run_checkpoints():  # a detector's best checkpoint
+    if f"{ui.RUN_PREFIX}{name}" in ui.run_checkpoints():  # a detector's best checkpoint
         st.page_link("pages/predictions.py", label=f"Open {name}'s best checkpoint in Predictions",
-                     icon=":material/target:", query_params={ui.CHECKPOINT: f"run:{name}"})  # fmt: skip
+                     icon=":material/target:", query_params={keys.CHECKPOINT: f"run:{name}"})  # fmt: skip
 
 
 def _run_config(run: RunFolder) -> TrainConfig | None:
@@ -501,13 +458,13 @@ def _show_lr_find(run: RunFolder, state: str) -> None:
     else:
         lowest = f"; the smoothed loss is lowest at {result.minimum:.2g}" if result.minimum else ""
         st.markdown(f"Suggested learning rate: **{rate}** (where the smoothed loss falls fastest on its way down{lowest}).")  # fmt: skip
-    st.button(f"Use {rate} in the form", icon=":material/input:", key=f"train-use-{run.path.name}",
+    st.button(f"Use {rate} in the form", icon=":material/input:", key=f"{keys.TRAIN_USE_RATE}{run.path.name}",
               on_click=_use_rate, args=(rate,))  # fmt: skip
 
 
 def _use_rate(rate: str) -> None:
-    st.session_state[SETTINGS["lr"].key] = rate
-    st.session_state[VIEW] = "New run"
+    st.session_state[keys.TRAIN_FORM["lr"]] = rate
+    st.session_state[keys.TRAIN_VIEW] = "New run"
 
 
 # --- all runs ----------------------------------------------------------------------------------
@@ -541,7 +498,7 @@ def _compare(runs: list) -> None:
     if not names:
         st.caption("No training runs to compare yet.")
         return
-    chosen = st.multiselect("Runs", names, default=names[:2], key=COMPARE, bind="query-params",
+    chosen = st.multiselect("Runs", names, default=names[:2], key=keys.TRAIN_COMPARE, bind="query-params",
                             help="Their curves overlaid, their final metrics and the settings that differ.")  # fmt: skip
     if not chosen:
         return
@@ -558,11 +515,11 @@ def _compare(runs: list) -> None:
         st.dataframe(pd.DataFrame(differences).T.astype(str), column_config={"_index": "setting"})
     elif len(chosen) > 1:
         st.caption("These runs have the same settings.")
-    shown = detection.run_checkpoints()  # the runs Predictions offers: a detector with a best checkpoint
-    links = [n for n in chosen if f"{detection.RUN_PREFIX}{n}" in shown]
+    shown = ui.run_checkpoints()  # the runs Predictions offers: a detector with a best checkpoint
+    links = [n for n in chosen if f"{ui.RUN_PREFIX}{n}" in shown]
     for column, n in zip(st.columns(max(len(links), 1)), links, strict=False):
         column.page_link("pages/predictions.py", label=f"{n} in Predictions", icon=":material/target:",
-                         query_params={ui.CHECKPOINT: f"run:{n}"})  # fmt: skip
+                         query_params={keys.CHECKPOINT: f"run:{n}"})  # fmt: skip
 
 
 def _delete(names: list[str]) -> None:
@@ -570,11 +527,11 @@ def _delete(names: list[str]) -> None:
         if not names:
             st.caption("No ended run to delete (cancel a live one first).")
             return
-        victim = st.selectbox("Run to delete", names, index=None, key=DELETE, placeholder="choose a run",
+        victim = st.selectbox("Run to delete", names, index=None, key=keys.TRAIN_DELETE, placeholder="choose a run",
                               help="Queued and running runs are not listed: cancel them first.")  # fmt: skip
         if victim is None:
             return
-        sure = st.checkbox(f"Yes, delete {victim} and its checkpoints for good", key=DELETE_SURE)
+        sure = st.checkbox(f"Yes, delete {victim} and its checkpoints for good", key=keys.TRAIN_DELETE_SURE)
         st.button("Delete", icon=":material/delete:", disabled=not sure, on_click=_delete_run, args=(victim,))
 
 
@@ -582,13 +539,13 @@ def _delete_run(name: str) -> None:
     try:
         delete_run(ui.runs_dir() / name, ui.runs_dir())
     except (ValueError, OSError) as e:
-        st.session_state[NOTICE] = ("error", f"Not deleted: {e}")
+        st.session_state[keys.TRAIN_NOTICE] = ("error", f"Not deleted: {e}")
         return
-    st.session_state[NOTICE] = ("success", f"Deleted {name}.")
-    st.session_state.pop(DELETE, None)
-    st.session_state.pop(DELETE_SURE, None)
-    if st.session_state.get(ui.RUN) == name:
-        st.session_state.pop(ui.RUN)
+    st.session_state[keys.TRAIN_NOTICE] = ("success", f"Deleted {name}.")
+    st.session_state.pop(keys.TRAIN_DELETE, None)
+    st.session_state.pop(keys.TRAIN_DELETE_SURE, None)
+    if st.session_state.get(keys.RUN) == name:
+        st.session_state.pop(keys.RUN)
 
 
 main()

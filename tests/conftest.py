@@ -31,9 +31,9 @@ def _no_leftovers() -> Iterator[None]:
     NMS warm-up threads are stopped and joined, and Streamlit's caches (dataset indexes, models,
     live sets, raw outputs) emptied. Only where a test brought those modules in."""
     yield
-    detection = sys.modules.get("pages.ui.detection")
-    if detection is not None:
-        detection.stop_warming()
+    live = sys.modules.get("pages.ui.live")
+    if live is not None:
+        live.stop_warming()
     if "streamlit" in sys.modules:
         import streamlit as st
 

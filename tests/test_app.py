@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 import pages.ui
 from detviz.data import VOC_CLASSES
 from detviz.data.demo import make_demo_dataset
+from pages.ui import keys
 
 
 def _open_buttons(at: AppTest) -> list:
@@ -32,7 +33,7 @@ def test_overview_shows_the_demo_dataset(data_root: Path) -> None:
 
 def test_split_choice_changes_the_data(data_root: Path) -> None:
     at = _app()
-    at.selectbox(key=pages.ui.SPLIT).set_value("val").run()
+    at.selectbox(key=keys.SPLIT).set_value("val").run()
     assert {m.label: m.value for m in at.metric}["Images"] == "8"
 
 
@@ -43,14 +44,14 @@ def test_browse_grid_opens_an_image_with_its_ground_truth(data_root: Path) -> No
     assert "24 of 24 images · page 1 of 1" in _texts(at.caption)
     buttons[2].click().run()
     assert not at.exception
-    assert at.selectbox(key=pages.ui.IMAGE).value == "000003"
+    assert at.selectbox(key=keys.IMAGE).value == "000003"
     charts = at.get("plotly_chart")
     assert len(charts) == 1
     figure = json.loads(charts[0].proto.spec)
     table = at.dataframe[0].value
     assert len(figure["layout"]["shapes"]) == len(table) > 0
-    at.toggle(key=pages.ui.SHOW_LARGEST).set_value(True).run()
-    at.toggle(key=pages.ui.SHOW_MULTILABEL).set_value(True).run()
+    at.toggle(key=keys.SHOW_LARGEST).set_value(True).run()
+    at.toggle(key=keys.SHOW_MULTILABEL).set_value(True).run()
     assert any("Largest object:" in s for s in _texts(at.success))
     assert len(at.get("plotly_chart")) == 2  # image + multi-label strip
     assert any("Augmentation preview" in e.label for e in at.expander)
@@ -60,21 +61,21 @@ def test_browse_grid_opens_an_image_with_its_ground_truth(data_root: Path) -> No
 
 def test_next_previous_and_back_to_the_grid(data_root: Path) -> None:
     at = _app("pages/browse.py", image="000005")
-    assert at.selectbox(key=pages.ui.IMAGE).value == "000005"
+    assert at.selectbox(key=keys.IMAGE).value == "000005"
     next(b for b in at.button if b.label == "Next").click().run()
-    assert at.selectbox(key=pages.ui.IMAGE).value == "000006"
+    assert at.selectbox(key=keys.IMAGE).value == "000006"
     next(b for b in at.button if b.label == "Previous").click().run()
     next(b for b in at.button if b.label == "Previous").click().run()
-    assert at.selectbox(key=pages.ui.IMAGE).value == "000004"
+    assert at.selectbox(key=keys.IMAGE).value == "000004"
     next(b for b in at.button if b.label == "All images").click().run()
-    assert at.selectbox(key=pages.ui.IMAGE).value is None and len(_open_buttons(at)) == 24
+    assert at.selectbox(key=keys.IMAGE).value is None and len(_open_buttons(at)) == 24
 
 
 def test_url_restores_dataset_split_and_image(data_root: Path, demo_root: Path) -> None:
     at = _app("pages/browse.py", data="voc", voc=str(demo_root), split="val", image="000027")
-    assert at.radio(key=pages.ui.DATA_KIND).value == "voc"
-    assert at.selectbox(key=pages.ui.SPLIT).value == "val"
-    assert at.selectbox(key=pages.ui.IMAGE).value == "000027"
+    assert at.radio(key=keys.DATA_KIND).value == "voc"
+    assert at.selectbox(key=keys.SPLIT).value == "val"
+    assert at.selectbox(key=keys.IMAGE).value == "000027"
     assert "000027" in at.get("plotly_chart")[0].proto.spec
 
 
@@ -86,15 +87,15 @@ def test_url_naming_a_missing_image_falls_back_to_the_grid(data_root: Path) -> N
 
 def test_filters_and_pages(data_root: Path) -> None:
     at = _app("pages/browse.py")
-    at.selectbox(key=pages.ui.PAGE_SIZE).set_value(12).run()
+    at.selectbox(key=keys.PAGE_SIZE).set_value(12).run()
     assert "page 1 of 2" in " ".join(_texts(at.caption))
-    at.number_input(key=pages.ui.PAGE).set_value(2).run()
+    at.number_input(key=keys.PAGE).set_value(2).run()
     assert _open_buttons(at)[0].label.startswith("000013")
-    at.multiselect(key=pages.ui.CLASSES).set_value(["pole"]).run()
+    at.multiselect(key=keys.CLASSES).set_value(["pole"]).run()
     caption = next(c for c in _texts(at.caption) if "images ·" in c)
     shown = int(caption.split(" of ")[0])
     assert 0 < shown < 24 and "page 1 of" in caption  # the page number was pulled back into range
-    at.slider(key=pages.ui.SIZE).set_value((0.99, 1.0)).run()
+    at.slider(key=keys.SIZE).set_value((0.99, 1.0)).run()
     assert "No image matches the filters." in _texts(at.info)
 
 
@@ -130,13 +131,13 @@ def test_broken_files_are_listed_and_the_rest_still_browses(data_root: Path) -> 
     assert any("a.jpg: cannot read the image" in e for e in _texts(at.error))
     _open_buttons_or_next = next(b for b in at.button if b.label == "Next")
     _open_buttons_or_next.click().run()
-    at.toggle(key=pages.ui.SHOW_LARGEST).set_value(True).run()
+    at.toggle(key=keys.SHOW_LARGEST).set_value(True).run()
     assert any("No objects" in i for i in _texts(at.info))  # image b has no objects: legal
 
 
 def test_missing_demo_can_be_drawn_from_the_sidebar(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DETVIZ_DEMO_DIR", str(data_root / "fresh-demo"))
-    monkeypatch.setattr(pages.ui, "make_demo_dataset", functools.partial(make_demo_dataset, n_train=3, n_val=2))
+    monkeypatch.setattr(pages.ui.data, "make_demo_dataset", functools.partial(make_demo_dataset, n_train=3, n_val=2))
     at = _app()
     assert any("not drawn yet" in i for i in _texts(at.info))
     next(b for b in at.sidebar.button if b.label == "Draw the demo dataset").click().run()
@@ -157,13 +158,13 @@ def test_switching_datasets_with_filters_set_keeps_working(data_root: Path) -> N
         {"a": voc_xml("a.jpg", 64, 48, [{"name": "dog", "xmin": 5, "ymin": 5, "xmax": 30, "ymax": 30}])},
     )
     at = _app("pages/browse.py")
-    at.multiselect(key=pages.ui.CLASSES).set_value(["pole"]).run()
-    at.slider(key=pages.ui.OBJECTS).set_value((2, 8)).run()
-    at.selectbox(key=pages.ui.PAGE_SIZE).set_value(12).run()
-    at.radio(key=pages.ui.DATA_KIND).set_value("voc").run()
-    at.text_input(key=pages.ui.VOC_DIR).input(str(tiny)).run()
+    at.multiselect(key=keys.CLASSES).set_value(["pole"]).run()
+    at.slider(key=keys.OBJECTS).set_value((2, 8)).run()
+    at.selectbox(key=keys.PAGE_SIZE).set_value(12).run()
+    at.radio(key=keys.DATA_KIND).set_value("voc").run()
+    at.text_input(key=keys.VOC_DIR).input(str(tiny)).run()
     assert not at.exception, [e.value for e in at.exception]
-    assert at.multiselect(key=pages.ui.CLASSES).options == list(VOC_CLASSES)
-    assert at.multiselect(key=pages.ui.CLASSES).value == []
-    assert at.slider(key=pages.ui.OBJECTS).value == (0, 1)
+    assert at.multiselect(key=keys.CLASSES).options == list(VOC_CLASSES)
+    assert at.multiselect(key=keys.CLASSES).value == []
+    assert at.slider(key=keys.OBJECTS).value == (0, 1)
     assert len(_open_buttons(at)) == 1

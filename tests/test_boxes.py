@@ -1,6 +1,10 @@
-"""Box coding: the lesson's tanh coding and its limits, SSD's variance coding, round trips."""
+"""Box coding: the lesson's tanh coding and its limits, SSD's variance coding, round trips; pixel
+<-> normalized scaling; the argument checks shared by the library."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -8,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detviz.anchors import PRESETS, make_anchors
-from detviz.boxes import activations_to_boxes, boxes_to_activations
+from detviz.boxes import activations_to_boxes, boxes_to_activations, to_normalized_boxes, to_pixel_boxes
+from detviz.checks import check_choice, check_positive_int
 
 LESSON = make_anchors(PRESETS["lesson_4x4"])
 MULTI = make_anchors(PRESETS["lesson_multiscale"])
@@ -116,3 +121,50 @@ def test_bad_inputs() -> None:
     bad[3] = torch.tensor([0.5, 0.5, 0.4, 0.6])
     with pytest.raises(ValueError, match=r"boxes at index \[3\] is \[0.5, 0.5, 0.4, 0.6\]"):
         boxes_to_activations(bad, LESSON)
+
+
+def test_pixel_scaling_takes_x_from_the_width_and_y_from_the_height() -> None:
+    """A non-square image, so a swapped width and height fails."""
+    normalized = torch.tensor([[0.1, 0.2, 0.5, 1.0], [0.0, 0.0, 1.0, 0.5]])
+    pixels = to_pixel_boxes(normalized, 200, 100)
+    assert pixels.tolist() == [[20.0, 20.0, 100.0, 100.0], [0.0, 0.0, 200.0, 50.0]]
+    assert pixels.dtype == torch.float32
+    torch.testing.assert_close(to_normalized_boxes(pixels, 200, 100), normalized)
+    wide = to_normalized_boxes(torch.tensor([[0, 0, 640, 480]], dtype=torch.int64), 640, 480)
+    assert wide.tolist() == [[0.0, 0.0, 1.0, 1.0]] and wide.dtype == torch.float32
+
+
+def test_pixel_scaling_keeps_dtype_and_takes_one_size_per_box() -> None:
+    normalized = torch.full((3, 4), 0.5, dtype=torch.float64)
+    widths, heights = torch.tensor([10, 20, 30]), torch.tensor([4, 6, 8])
+    pixels = to_pixel_boxes(normalized, widths, heights)
+    assert pixels.dtype == torch.float64
+    assert pixels.tolist() == [[5.0, 2.0, 5.0, 2.0], [10.0, 3.0, 10.0, 3.0], [15.0, 4.0, 15.0, 4.0]]
+    torch.testing.assert_close(to_normalized_boxes(pixels, widths, heights), normalized)
+
+
+def test_pixel_scaling_of_no_boxes_is_no_boxes() -> None:
+    for convert in (to_pixel_boxes, to_normalized_boxes):
+        assert convert(torch.zeros(0, 4), 64, 48).shape == (0, 4)
+        assert convert(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0)).shape == (0, 4)
+
+
+def test_the_first_pages_and_the_readers_import_no_torchvision() -> None:
+    """torchvision takes seconds to import: the box helpers, figures and readers must not need it."""
+    code = "import sys, detviz.boxes, detviz.data, detviz.figures; print('torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, True, "4", None])
+def test_positive_integer_check_names_the_argument(value: object) -> None:
+    with pytest.raises(ValueError, match=rf"max_detections must be a positive integer, got {value!r}\."):
+        check_positive_int("max_detections", value)
+    assert check_positive_int("n", 7) == 7
+
+
+def test_choice_check_lists_the_choices() -> None:
+    assert check_choice("coding", "tanh", ("tanh", "variance")) == "tanh"
+    for value in ("log", None, ["tanh"]):
+        with pytest.raises(ValueError, match=r"coding must be one of tanh, variance, got"):
+            check_choice("coding", value, ("tanh", "variance"))

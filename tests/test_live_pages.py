@@ -359,33 +359,33 @@ def test_raw_outputs_are_cached_per_checkpoint_file_and_image(tmp_path: Path) ->
     from PIL import Image
 
     from detviz.inference import Detector
-    from pages.ui import detection
+    from pages import ui
 
     image = Image.new("RGB", (120, 90), (90, 140, 60))
     first, second = _checkpoint(tmp_path / "a.pt", class_bias=2.0), _checkpoint(tmp_path / "b.pt", class_bias=-3.0)
     for path in (first, second, first):
-        logits, boxes = detection.raw_outputs(path, image)
+        logits, boxes = ui.raw_outputs(path, image)
         expected_logits, expected_boxes = Detector.from_checkpoint(path).raw_outputs([image])
         assert torch.equal(logits, expected_logits) and torch.equal(boxes, expected_boxes)
-    assert not torch.equal(detection.raw_outputs(first, image)[0], detection.raw_outputs(second, image)[0])
+    assert not torch.equal(ui.raw_outputs(first, image)[0], ui.raw_outputs(second, image)[0])
 
     _checkpoint(first, class_bias=-1.0)  # the same file trained further: a new modification time
     stamp = os.stat(first).st_mtime_ns + 10**9
     os.utime(first, ns=(stamp, stamp))
-    assert torch.equal(detection.raw_outputs(first, image)[0], Detector.from_checkpoint(first).raw_outputs([image])[0])
+    assert torch.equal(ui.raw_outputs(first, image)[0], Detector.from_checkpoint(first).raw_outputs([image])[0])
     other = Image.new("RGB", (120, 90), (10, 10, 200))  # another image: its own outputs
-    assert torch.equal(detection.raw_outputs(first, other)[0], Detector.from_checkpoint(first).raw_outputs([other])[0])
+    assert torch.equal(ui.raw_outputs(first, other)[0], Detector.from_checkpoint(first).raw_outputs([other])[0])
 
 
 def test_warm_up_threads_stop_when_asked(shipped: Path) -> None:
     import threading
 
-    from pages.ui import detection
+    from pages.ui import live
 
     run_app(PREDICTIONS, split="val")  # the live mAP warms the other NMS values in a thread
-    assert detection.stop_warming() == 1
+    assert live.stop_warming() == 1
     assert not [t for t in threading.enumerate() if t.name == "warm NMS"]
-    assert detection.stop_warming() == 0
+    assert live.stop_warming() == 0
 
 
 def test_link_params_spell_widget_values_as_the_address_does() -> None:

@@ -135,11 +135,15 @@ def batches(draw):
     return gt, valid, boxes(a), draw(st.sampled_from([0.0, 0.3, 0.4, 0.5, 1.0]))
 
 
+def matched_batches():
+    """batches(), each with its match_batch result appended."""
+    return batches().map(lambda batch: (*batch, match_batch(*batch)))
+
+
 @settings(max_examples=150, deadline=None)
-@given(batches())
+@given(matched_batches())
 def test_batched_matching_equals_per_image_matching(batch) -> None:
-    gt, valid, anchors, threshold = batch
-    bm = match_batch(gt, valid, anchors, threshold)
+    gt, valid, anchors, threshold, bm = batch
     for i in range(gt.shape[0]):
         m = match_anchors(gt[i][valid[i]], anchors, threshold)
         keep = torch.nonzero(valid[i]).flatten()
@@ -153,10 +157,9 @@ def test_batched_matching_equals_per_image_matching(batch) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(batches())
+@given(matched_batches())
 def test_matching_rule_invariants(batch) -> None:
-    gt, valid, anchors, threshold = batch
-    bm = match_batch(gt, valid, anchors, threshold)
+    gt, valid, anchors, threshold, bm = batch
     for i in range(gt.shape[0]):
         forced = bm.best_anchor[i][bm.best_anchor[i] >= 0]
         assert len(set(forced.tolist())) == forced.numel()  # each anchor forced at most once

@@ -13,10 +13,10 @@ from conftest import make_voc, voc_xml
 from conftest import run_app as _app
 from conftest import texts as _texts
 
-import pages.ui as ui
 from detviz.anchors import PRESETS
 from detviz.data import DEMO_CLASS_NAMES, VOC_CLASSES
 from detviz.models import ModelConfig, build_model, checkpoint_payload
+from pages.ui import keys
 
 ANCHORS, MATCHING, LOSSES, LESSON = (f"pages/{p}.py" for p in ("anchors", "matching", "losses", "lesson"))
 
@@ -59,55 +59,55 @@ def test_anchors_page_defaults_and_every_preset(data_root: Path) -> None:
     assert _metrics(at)["Anchors"] == "189" and _metrics(at)["Shapes per cell"] == "9 / 9 / 9"
     assert "Positive anchors per object: 1 (chair): 1, 2 (diningtable): 1, 3 (sofa): 1" in _all_text(at)
     for preset, count in (("lesson_4x4", "16"), ("ssd300", "8,732")):
-        at.selectbox(key=ui.PRESET).set_value(preset).run()
+        at.selectbox(key=keys.PRESET).set_value(preset).run()
         assert not at.exception and _metrics(at)["Anchors"] == count
     # coverage: this config and the compared ones, one row each
     table = at.dataframe[0].value
     assert list(table["configuration"]) == ["ssd300", "lesson_4x4"]
-    at.multiselect(key=ui.COMPARE).set_value([]).run()
+    at.multiselect(key=keys.COMPARE).set_value([]).run()
     assert list(at.dataframe[0].value["configuration"]) == ["ssd300"]
 
 
 def test_anchors_overlay_modes_and_cells(data_root: Path) -> None:
     at = _app(ANCHORS, preset="ssd300")
-    at.radio(key=ui.OVERLAY).set_value("level").run()
-    at.selectbox(key=ui.LEVEL).set_value("1x1").run()
+    at.radio(key=keys.OVERLAY).set_value("level").run()
+    at.selectbox(key=keys.LEVEL).set_value("1x1").run()
     assert not at.exception
-    at.radio(key=ui.OVERLAY).set_value("cell").run()
-    at.selectbox(key=ui.LEVEL).set_value("38x38").run()
-    at.slider(key=ui.ROW).set_value(37).run()
-    at.slider(key=ui.COL).set_value(0).run()
+    at.radio(key=keys.OVERLAY).set_value("cell").run()
+    at.selectbox(key=keys.LEVEL).set_value("38x38").run()
+    at.slider(key=keys.ROW).set_value(37).run()
+    at.slider(key=keys.COL).set_value(0).run()
     assert not at.exception
     spec = at.get("plotly_chart")[0].proto.spec
     assert "level 0 anchors" in spec
-    at.selectbox(key=ui.LEVEL).set_value("19x19").run()  # row 37 is outside this grid: clamped
-    assert not at.exception and at.slider(key=ui.ROW).value == 18
-    at.selectbox(key=ui.LEVEL).set_value("1x1").run()  # the 1x1 level has no row/column sliders
-    assert not at.exception and not [s for s in at.slider if s.key in (ui.ROW, ui.COL)]
+    at.selectbox(key=keys.LEVEL).set_value("19x19").run()  # row 37 is outside this grid: clamped
+    assert not at.exception and at.slider(key=keys.ROW).value == 18
+    at.selectbox(key=keys.LEVEL).set_value("1x1").run()  # the 1x1 level has no row/column sliders
+    assert not at.exception and not [s for s in at.slider if s.key in (keys.ROW, keys.COL)]
 
 
 def test_custom_anchors_count_live_and_bad_configs_are_refused(data_root: Path) -> None:
     at = _app(ANCHORS)
-    at.selectbox(key=ui.PRESET).set_value("custom").run()
+    at.selectbox(key=keys.PRESET).set_value("custom").run()
     assert _metrics(at)["Anchors"] == "189"  # starts from lesson_multiscale
-    at.text_input(key=ui.GRIDS).set_value("8, 4").run()
-    at.text_input(key=ui.ZOOMS).set_value("1").run()
-    at.text_input(key=ui.SHAPES).set_value("1x1, 2x1").run()
+    at.text_input(key=keys.GRIDS).set_value("8, 4").run()
+    at.text_input(key=keys.ZOOMS).set_value("1").run()
+    at.text_input(key=keys.SHAPES).set_value("1x1, 2x1").run()
     assert not at.error and _metrics(at)["Anchors"] == f"{(64 + 16) * 2}"
     for field, value, message in (
-        (ui.ZOOMS, "0", "zooms must be positive, got 0"),
-        (ui.SHAPES, "0x1", "shapes must have positive width and height"),
-        (ui.GRIDS, "400", "at most 100,000 are allowed"),
-        (ui.GRIDS, "", "grids is empty"),
-        (ui.ZOOMS, "one", "zooms: 'one' is not a list of numbers"),
+        (keys.ZOOMS, "0", "zooms must be positive, got 0"),
+        (keys.SHAPES, "0x1", "shapes must have positive width and height"),
+        (keys.GRIDS, "400", "at most 100,000 are allowed"),
+        (keys.GRIDS, "", "grids is empty"),
+        (keys.ZOOMS, "one", "zooms: 'one' is not a list of numbers"),
     ):
         at.text_input(key=field).set_value(value).run()
         assert not at.exception
         assert any(message in e and "Showing lesson_multiscale instead" in e for e in _texts(at.error)), value
         assert _metrics(at)["Anchors"] == "189"
-        at.text_input(key=ui.GRIDS).set_value("8, 4").run()
-        at.text_input(key=ui.ZOOMS).set_value("1").run()
-        at.text_input(key=ui.SHAPES).set_value("1x1, 2x1").run()
+        at.text_input(key=keys.GRIDS).set_value("8, 4").run()
+        at.text_input(key=keys.ZOOMS).set_value("1").run()
+        at.text_input(key=keys.SHAPES).set_value("1x1, 2x1").run()
 
 
 def test_coverage_compares_configs_by_class_and_size(data_root: Path) -> None:
@@ -118,14 +118,14 @@ def test_coverage_compares_configs_by_class_and_size(data_root: Path) -> None:
     assert {"lesson_multiscale", "lesson_4x4", "ssd300"} <= set(by_size.columns)
     shares = [float(v.rstrip("%")) for v in summary.iloc[:, 2]]
     assert shares[2] < shares[0] < shares[1]  # ssd300 covers best, the 4x4 grid worst
-    at.slider(key=ui.IOU).set_value(0.3).run()
+    at.slider(key=keys.IOU).set_value(0.3).run()
     lower = [float(v.rstrip("%")) for v in at.dataframe[0].value.iloc[:, 2]]
     assert all(a <= b for a, b in zip(lower, shares, strict=True))
 
 
 def test_anchors_page_on_an_image_without_objects(data_root: Path, empty_image_root: Path) -> None:
     at = _app(ANCHORS, data="voc", voc=str(empty_image_root), image="empty")
-    assert at.selectbox(key=ui.IMAGE).value == "empty"
+    assert at.selectbox(key=keys.IMAGE).value == "empty"
     assert "This image has no objects: every anchor is background." in _all_text(at)
 
 
@@ -134,7 +134,7 @@ def test_anchors_bad_query_params_fall_back_with_a_notice(data_root: Path) -> No
     notice = " ".join(_texts(at.warning))
     for part in ("preset=bogus", "iou=7", "overlay=everything", "image=no-such-image"):
         assert part in notice
-    assert at.selectbox(key=ui.PRESET).value == "lesson_multiscale" and at.slider(key=ui.IOU).value == 0.5
+    assert at.selectbox(key=keys.PRESET).value == "lesson_multiscale" and at.slider(key=keys.IOU).value == 0.5
 
 
 # --- Matching ----------------------------------------------------------------------------------
@@ -142,21 +142,21 @@ def test_anchors_bad_query_params_fall_back_with_a_notice(data_root: Path) -> No
 
 def test_matching_lesson_example_gives_the_lessons_numbers(data_root: Path) -> None:
     at = _app(MATCHING)
-    assert at.selectbox(key=ui.PRESET).value == "lesson_4x4"
-    assert at.selectbox(key=ui.IMAGE).value.startswith("lesson example")
+    assert at.selectbox(key=keys.PRESET).value == "lesson_4x4"
+    assert at.selectbox(key=keys.IMAGE).value.startswith("lesson example")
     text = _all_text(at)
     assert "Positive anchors here: [11, 13, 14]; the lesson printed [11, 13, 14]" in text
     assert "The same as the lesson." in _texts(at.success)
     best = at.dataframe[0].value["largest IoU"].tolist()
     assert best == pytest.approx([0.3985, 0.4538, 0.1897], abs=2e-4)
-    at.radio(key=ui.STEP).set_value("force").run()
+    at.radio(key=keys.STEP).set_value("force").run()
     assert at.dataframe[0].value["forced anchor"].tolist() == [14, 13, 11]
-    at.radio(key=ui.STEP).set_value("threshold").run()
+    at.radio(key=keys.STEP).set_value("threshold").run()
     assert at.dataframe[0].value["anchor"].tolist() == [11, 13, 14]
     assert "3 positive anchors: 0 above IoU 0.5, 3 by force. 13 negatives learn background." in _all_text(at).replace(
         "**", ""
     )
-    at.slider(key=ui.IOU).set_value(0.2).run()
+    at.slider(key=keys.IOU).set_value(0.2).run()
     assert at.dataframe[0].value["anchor"].tolist() == [11, 12, 13, 14]
     assert any("Different from the lesson" in w for w in _texts(at.warning))
 
@@ -166,31 +166,31 @@ def test_matching_selected_anchor_says_why(data_root: Path) -> None:
     assert any(
         s.startswith("Positive by force: it is the best anchor of object 2 (diningtable)") for s in _texts(at.success)
     )
-    at.number_input(key=ui.ANCHOR).set_value(12).run()
+    at.number_input(key=keys.ANCHOR).set_value(12).run()
     assert any("not above the threshold 0.5" in i for i in _texts(at.info))
-    at.number_input(key=ui.ANCHOR).set_value(0).run()
+    at.number_input(key=keys.ANCHOR).set_value(0).run()
     assert "Negative: it overlaps no object at all, so it learns background." in _texts(at.info)
     # a config with fewer anchors than the selected index drops the selection instead of failing
-    at.selectbox(key=ui.PRESET).set_value("ssd300").run()
-    at.number_input(key=ui.ANCHOR).set_value(8000).run()
-    at.selectbox(key=ui.PRESET).set_value("lesson_4x4").run()
-    assert not at.exception and at.number_input(key=ui.ANCHOR).value is None
+    at.selectbox(key=keys.PRESET).set_value("ssd300").run()
+    at.number_input(key=keys.ANCHOR).set_value(8000).run()
+    at.selectbox(key=keys.PRESET).set_value("lesson_4x4").run()
+    assert not at.exception and at.number_input(key=keys.ANCHOR).value is None
 
 
 def test_matching_big_config_heatmap_by_level(data_root: Path) -> None:
     at = _app(MATCHING, preset="ssd300", image="000001")
-    columns = at.selectbox(key=ui.LEVEL)
+    columns = at.selectbox(key=keys.LEVEL)
     assert columns.value == "anchors that overlap an object"
     assert any("Showing the 400 of these" in c for c in _texts(at.caption))
-    at.selectbox(key=ui.LEVEL).set_value("level 5 (1x1)").run()
+    at.selectbox(key=keys.LEVEL).set_value("level 5 (1x1)").run()
     spec = at.get("plotly_chart")[1].proto.spec
     assert '"level 5 (1x1)"' in spec
-    at.selectbox(key=ui.LEVEL).set_value("level 0 (38x38)").run()
+    at.selectbox(key=keys.LEVEL).set_value("level 0 (38x38)").run()
     assert not at.exception and at.toggle(key="matching-touching").value
     for step in ("overlap", "force", "threshold"):
-        at.radio(key=ui.STEP).set_value(step).run()
+        at.radio(key=keys.STEP).set_value(step).run()
         assert not at.exception
-    at.toggle(key=ui.NEGATIVES).set_value(True).run()
+    at.toggle(key=keys.NEGATIVES).set_value(True).run()
     assert not at.exception
 
 
@@ -205,7 +205,7 @@ def test_matching_bad_query_params(data_root: Path) -> None:
     at = _app(MATCHING, anchor="99999", step="sideways", iou="abc")
     notice = " ".join(_texts(at.warning))
     assert all(p in notice for p in ("anchor=99999", "step=sideways", "iou=abc"))
-    assert at.number_input(key=ui.ANCHOR).value is None and at.radio(key=ui.STEP).value == "overlap"
+    assert at.number_input(key=keys.ANCHOR).value is None and at.radio(key=keys.STEP).value == "overlap"
 
 
 # --- Losses ------------------------------------------------------------------------------------
@@ -214,18 +214,18 @@ def test_matching_bad_query_params(data_root: Path) -> None:
 def test_losses_without_a_checkpoint_offer_only_synthetic_logits(data_root: Path) -> None:
     at = _app(LOSSES)
     assert any("No checkpoint is shipped yet" in i for i in _texts(at.info))
-    assert at.selectbox(key=ui.CHECKPOINT).options == ["synthetic logits"]
+    assert at.selectbox(key=keys.CHECKPOINT).options == ["synthetic logits"]
     assert any("Nothing here comes from a model" in c for c in _texts(at.caption))
     metrics = _metrics(at)
     assert metrics["Anchors"] == "189" and float(metrics["BCE loss"]) > float(metrics["Focal loss"])
     assert len(at.get("plotly_chart")) == 5  # curves, shares, two loss maps, p_t histogram
     assert metrics["An easy background element (p_t = 0.9) weighs"] == "133x less"  # 1 / (0.75 * 0.1^2)
-    at.slider(key=ui.GAMMA).set_value(0.0).run()
+    at.slider(key=keys.GAMMA).set_value(0.0).run()
     assert _metrics(at)["An easy background element (p_t = 0.9) weighs"] == "1x less"
     for view in ("box loss", "class + box"):
-        at.radio(key=ui.LOSS_VIEW).set_value(view).run()
+        at.radio(key=keys.LOSS_VIEW).set_value(view).run()
         assert not at.exception
-    at.selectbox(key=ui.LEVEL).set_value("1x1").run()
+    at.selectbox(key=keys.LEVEL).set_value("1x1").run()
     at.slider(key="synthetic-negative").set_value(0.999).run()
     assert not at.exception
 
@@ -233,13 +233,13 @@ def test_losses_without_a_checkpoint_offer_only_synthetic_logits(data_root: Path
 def test_losses_on_a_shipped_checkpoint(data_root: Path) -> None:
     _save_checkpoint(data_root / "checkpoints", "tiny.pt", DEMO_CLASS_NAMES)
     at = _app(LOSSES, image="000002")
-    assert at.selectbox(key=ui.CHECKPOINT).value == "tiny.pt"
+    assert at.selectbox(key=keys.CHECKPOINT).value == "tiny.pt"
     assert not at.info or not any("No checkpoint" in i for i in _texts(at.info))
     metrics = _metrics(at)
     assert metrics["Anchors"] == "189" and int(metrics["Positive anchors"]) > 0
     titles = " ".join(at.get("plotly_chart")[2].proto.spec + at.get("plotly_chart")[3].proto.spec for _ in [0])
     assert "BCE: class loss by cell, the 4x4 level holds" in titles and "focal: class loss by cell" in titles
-    at.slider(key=ui.ALPHA).set_value(0.5).run()
+    at.slider(key=keys.ALPHA).set_value(0.5).run()
     assert not at.exception
 
 
@@ -247,7 +247,7 @@ def test_losses_checkpoint_with_other_classes_says_so(data_root: Path) -> None:
     _save_checkpoint(data_root / "checkpoints", "voc.pt", VOC_CLASSES)
     at = _app(LOSSES)
     assert any("voc.pt cannot score this dataset: classes: the checkpoint has 20" in w for w in _texts(at.warning))
-    at.selectbox(key=ui.CHECKPOINT).set_value("synthetic logits").run()
+    at.selectbox(key=keys.CHECKPOINT).set_value("synthetic logits").run()
     assert not at.exception and _metrics(at)["Anchors"] == "189"
 
 
@@ -270,11 +270,11 @@ def test_lesson_next_and_back_through_every_stage(data_root: Path) -> None:
     from pages.lesson import STAGES
 
     at = _app(LESSON)
-    assert at.segmented_control(key=ui.STAGE).value == STAGES[0]
-    assert at.selectbox(key=ui.IMAGE).value == "000001"  # the dataset first, the lesson example last
+    assert at.segmented_control(key=keys.STAGE).value == STAGES[0]
+    assert at.selectbox(key=keys.IMAGE).value == "000001"  # the dataset first, the lesson example last
     seen = []
     for stage in STAGES:
-        assert at.segmented_control(key=ui.STAGE).value == stage
+        assert at.segmented_control(key=keys.STAGE).value == stage
         assert (not at.exception and at.get("plotly_chart")) or stage == STAGES[-1]
         seen.append(stage)
         if stage != STAGES[-1]:
@@ -282,7 +282,7 @@ def test_lesson_next_and_back_through_every_stage(data_root: Path) -> None:
     assert seen == list(STAGES)
     assert any("No trained model is shipped yet" in i for i in _texts(at.info))
     next(b for b in at.button if b.label == "Back").click().run()
-    assert at.segmented_control(key=ui.STAGE).value == STAGES[-2]
+    assert at.segmented_control(key=keys.STAGE).value == STAGES[-2]
 
 
 def test_lesson_numbers(data_root: Path) -> None:
@@ -290,11 +290,11 @@ def test_lesson_numbers(data_root: Path) -> None:
 
     at = _app(LESSON, image="lesson example (image 7)")
     assert _metrics(at)["Target class"] == "diningtable"
-    at.segmented_control(key=ui.STAGE).set_value(STAGES[2]).run()
+    at.segmented_control(key=keys.STAGE).set_value(STAGES[2]).run()
     assert _metrics(at)["Anchors"] == "16" and _metrics(at)["Numbers the head predicts"] == f"{16 * 25}"
-    at.segmented_control(key=ui.STAGE).set_value(STAGES[3]).run()
+    at.segmented_control(key=keys.STAGE).set_value(STAGES[3]).run()
     assert "3 positive anchors (3 forced), 13 background." in _all_text(at).replace("**", "")
-    at.segmented_control(key=ui.STAGE).set_value(STAGES[4]).run()
+    at.segmented_control(key=keys.STAGE).set_value(STAGES[4]).run()
     assert _metrics(at)["Anchors"] == "189"
 
 
@@ -309,23 +309,23 @@ def test_lesson_nms_on_a_shipped_model(data_root: Path) -> None:
     at.slider(key="lesson-nms").set_value(0.9).run()
     kept_after = int(_all_text(at).replace("**", "").split("NMS keeps ")[1].split()[0])
     assert kept_after >= kept_before
-    at.selectbox(key=ui.IMAGE).set_value("lesson example (image 7)").run()
+    at.selectbox(key=keys.IMAGE).set_value("lesson example (image 7)").run()
     assert any("does not know this dataset's classes" in w for w in _texts(at.warning))
 
 
 def test_lesson_bad_stage_in_the_link(data_root: Path) -> None:
     at = _app(LESSON, stage="99. Nowhere")
     assert any("stage=99. Nowhere" in w for w in _texts(at.warning))
-    assert at.segmented_control(key=ui.STAGE).value.startswith("1.")
+    assert at.segmented_control(key=keys.STAGE).value.startswith("1.")
 
 
 def test_links_use_readable_values(data_root: Path) -> None:
     at = _app(ANCHORS, preset="ssd300", overlay="cell", level="19x19", row="3", col="4")
     assert not at.warning
-    assert at.radio(key=ui.OVERLAY).value == "cell" and at.selectbox(key=ui.LEVEL).value == "19x19"
-    assert at.slider(key=ui.ROW).value == 3 and at.slider(key=ui.COL).value == 4
+    assert at.radio(key=keys.OVERLAY).value == "cell" and at.selectbox(key=keys.LEVEL).value == "19x19"
+    assert at.slider(key=keys.ROW).value == 3 and at.slider(key=keys.COL).value == 4
     at = _app(LOSSES, lossview="box loss", level="2x2")
-    assert not at.warning and at.radio(key=ui.LOSS_VIEW).value == "box loss"
+    assert not at.warning and at.radio(key=keys.LOSS_VIEW).value == "box loss"
 
 
 def _curves(at) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -356,7 +356,7 @@ def test_losses_alpha_moves_the_focal_curves(data_root: Path) -> None:
     at = _app(LOSSES)
     for alpha in (0.25, 0.6):
         if alpha != 0.25:
-            at.slider(key=ui.ALPHA).set_value(alpha).run()
+            at.slider(key=keys.ALPHA).set_value(alpha).run()
         curves = _curves(at)
         p, positive = curves[f"focal, object class (alpha {alpha:g})"]
         _, background = curves[f"focal, background (1 - alpha = {1 - alpha:g})"]

@@ -81,30 +81,17 @@ def test_lr_finder_runs_when_no_rate_is_given(tiny: Path, tmp_path: Path) -> Non
     assert found["lrs"] == sorted(found["lrs"])
 
 
+def _small_run_flags(tiny: Path, *more: str) -> list[str]:
+    """`python -m detviz.train` flags of a small CPU run on the tiny demo set (as conftest's `quick`),
+    then `more`."""
+    small = ["--image-size", "128", "--batch-size", "4", "--lr", "1e-3", "--workers", "0", "--no-augment"]
+    return ["--data", f"demo:{tiny}", *small, *more]
+
+
 def test_resume_after_a_killed_process(tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs"
-    command = [
-        sys.executable,
-        "-m",
-        "detviz.train",
-        "--data",
-        f"demo:{tiny}",
-        "--image-size",
-        "128",
-        "--batch-size",
-        "4",
-        "--epochs",
-        "40",
-        "--lr",
-        "1e-3",
-        "--workers",
-        "0",
-        "--out",
-        str(out),
-        "--name",
-        "killed",
-        "--no-augment",
-    ]
+    flags = _small_run_flags(tiny, "--epochs", "40", "--out", str(out), "--name", "killed")
+    command = [sys.executable, "-m", "detviz.train", *flags]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run = RunFolder(out / "killed")
     wait_for(lambda: run.checkpoint("last").is_file() and (run.read_status().epoch or 0) >= 1)
@@ -228,31 +215,9 @@ def test_cli_errors_are_one_line(tiny: Path, tmp_path: Path) -> None:
 
 def test_ddp_two_processes_on_cpu_match_one_process(tiny: Path, tmp_path: Path) -> None:
     """2 gloo processes with 2 images each = 1 process with the same 4 images: same losses."""
-    common = [
-        "--data",
-        f"demo:{tiny}",
-        "--image-size",
-        "128",
-        "--batch-size",
-        "4",
-        "--epochs",
-        "1",
-        "--max-steps",
-        "2",
-        "--lr",
-        "1e-3",
-        "--workers",
-        "0",
-        "--no-augment",
-        "--dropout",
-        "0",
-        "--val-split",
-        "",
-        "--device",
-        "cpu",
-        "--seed",
-        "3",
-    ]
+    common = _small_run_flags(
+        tiny, "--epochs", "1", "--max-steps", "2", "--dropout", "0", "--val-split", "", "--device", "cpu", "--seed", "3"
+    )
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     one = subprocess.run(
         [sys.executable, "-m", "detviz.train", *common, "--out", str(tmp_path), "--name", "one"],

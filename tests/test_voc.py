@@ -208,40 +208,40 @@ def test_split_listing_a_missing_annotation(voc_root: Path) -> None:
         read_voc(voc_root)
 
 
-def test_xml_that_is_not_xml(tmp_path: Path) -> None:
-    root = _one(tmp_path, "this is not <xml")
-    with pytest.raises(DataError, match=r"x\.xml: not valid XML"):
-        read_voc(root)
+NO_OBJECTS = voc_xml("x.jpg", 64, 48, [])
+DOG = {"name": "dog", "xmin": 1, "ymin": 1, "xmax": 9, "ymax": 9}  # a good object; each case below breaks it
 
 
-def test_xml_without_size(tmp_path: Path) -> None:
-    root = _one(tmp_path, "<annotation><filename>x.jpg</filename></annotation>")
-    with pytest.raises(DataError, match=r"x\.xml: no <size> element"):
-        read_voc(root)
-
-
-def test_xml_with_non_numeric_size(tmp_path: Path) -> None:
-    root = _one(tmp_path, voc_xml("x.jpg", 64, 48, []).replace("<width>64</width>", "<width>wide</width>"))
-    with pytest.raises(DataError, match=r"<size> <width> is 'wide', not a number"):
-        read_voc(root)
-
-
-def test_object_without_bndbox(tmp_path: Path) -> None:
-    xml = voc_xml("x.jpg", 64, 48, []).replace("</annotation>", "<object><name>dog</name></object></annotation>")
-    with pytest.raises(DataError, match=r"x\.xml: object 1 \(dog\) has no <bndbox>"):
+@pytest.mark.parametrize(
+    ("xml", "message"),
+    [
+        ("this is not <xml", r"x\.xml: not valid XML"),
+        ("<annotation><filename>x.jpg</filename></annotation>", r"x\.xml: no <size> element"),
+        (NO_OBJECTS.replace("<width>64</width>", "<width>wide</width>"), r"<size> <width> is 'wide', not a number"),
+        (NO_OBJECTS.replace("</annotation>", "<object><name>dog</name></object></annotation>"), r"x\.xml: object 1 \(dog\) has no <bndbox>"),
+    ],
+    ids=["not-xml", "without-size", "non-numeric-size", "object-without-bndbox"],
+)  # fmt: skip
+def test_broken_annotation_file_is_named(tmp_path: Path, xml: str, message: str) -> None:
+    with pytest.raises(DataError, match=message):
         read_voc(_one(tmp_path, xml))
 
 
-def test_xmax_not_greater_than_xmin(tmp_path: Path) -> None:
-    xml = voc_xml("x.jpg", 64, 48, [{"name": "dog", "xmin": 40, "ymin": 5, "xmax": 12, "ymax": 20}])
-    with pytest.raises(DataError, match=r"object 1 \(dog\): xmax \(12\) <= xmin \(40\); fix the file"):
-        read_voc(_one(tmp_path, xml))
-
-
-def test_ymax_not_greater_than_ymin(tmp_path: Path) -> None:
-    xml = voc_xml("x.jpg", 64, 48, [{"name": "dog", "xmin": 4, "ymin": 30, "xmax": 12, "ymax": 30}])
-    with pytest.raises(DataError, match=r"ymax \(30\) <= ymin \(30\)"):
-        read_voc(_one(tmp_path, xml))
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"xmin": 40, "ymin": 5, "xmax": 12, "ymax": 20}, r"object 1 \(dog\): xmax \(12\) <= xmin \(40\); fix the file"),
+        ({"xmin": 4, "ymin": 30, "xmax": 12, "ymax": 30}, r"ymax \(30\) <= ymin \(30\)"),
+        ({"xmin": 70, "ymin": 10, "xmax": 80, "ymax": 40}, r"lies entirely outside the 64x48 image"),
+        ({"name": "unicorn"}, r"object 1 \(unicorn\) has class 'unicorn', which is not in the class list"),
+        ({"difficult": "yes"}, r"<difficult> is 'yes'; it must be 0 or 1"),
+    ],
+    ids=["xmax-not-greater-than-xmin", "ymax-not-greater-than-ymin", "box-entirely-outside-the-image",
+         "unknown-class-name", "bad-difficult-flag"],
+)  # fmt: skip
+def test_bad_object_is_an_error_naming_it(tmp_path: Path, change: dict, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        read_voc(_one(tmp_path, voc_xml("x.jpg", 64, 48, [DOG | change])))
 
 
 def test_box_partly_outside_the_image_is_clipped_with_a_warning(tmp_path: Path) -> None:
@@ -249,24 +249,6 @@ def test_box_partly_outside_the_image_is_clipped_with_a_warning(tmp_path: Path) 
     index = read_voc(_one(tmp_path, xml))
     assert index[0].boxes.tolist() == [[0.0, 9.0, 64.0, 40.0]]
     assert len(index.warnings) == 1 and "extends outside the 64x48 image; clipped" in index.warnings[0]
-
-
-def test_box_entirely_outside_the_image_is_an_error(tmp_path: Path) -> None:
-    xml = voc_xml("x.jpg", 64, 48, [{"name": "dog", "xmin": 70, "ymin": 10, "xmax": 80, "ymax": 40}])
-    with pytest.raises(DataError, match=r"lies entirely outside the 64x48 image"):
-        read_voc(_one(tmp_path, xml))
-
-
-def test_unknown_class_name(tmp_path: Path) -> None:
-    xml = voc_xml("x.jpg", 64, 48, [{"name": "unicorn", "xmin": 1, "ymin": 1, "xmax": 9, "ymax": 9}])
-    with pytest.raises(DataError, match=r"object 1 \(unicorn\) has class 'unicorn', which is not in the class list"):
-        read_voc(_one(tmp_path, xml))
-
-
-def test_bad_difficult_flag(tmp_path: Path) -> None:
-    xml = voc_xml("x.jpg", 64, 48, [{"name": "dog", "xmin": 1, "ymin": 1, "xmax": 9, "ymax": 9, "difficult": "yes"}])
-    with pytest.raises(DataError, match=r"<difficult> is 'yes'; it must be 0 or 1"):
-        read_voc(_one(tmp_path, xml))
 
 
 def test_entity_expansion_attack_is_refused(tmp_path: Path) -> None:

@@ -19,16 +19,12 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import to_pil_image
 
-from detviz.data.images import load_image
+from detviz.boxes import to_pixel_boxes
+from detviz.data.images import IMAGENET_MEAN, load_image
 from detviz.data.records import DatasetIndex
 from detviz.data.targets import largest_object, multilabel_target
 
 IGNORE = -1  # label of a padding slot in a batch; `valid` is False there
-IMAGENET_MEAN = (
-    0.485,
-    0.456,
-    0.406,
-)  # ImageNet statistics; used to fill zoomed-out borders
 MIN_BOX_PIXELS = 2.0  # after augmentation, boxes narrower or shorter than this are dropped
 
 
@@ -232,4 +228,4 @@ def augmented_copies(
 def sample_to_pil(sample: DetectionSample) -> tuple[Image.Image, Tensor]:
     """The sample's image as a PIL image and its boxes (N, 4) in that image's pixels."""
     size = sample.image.shape[-1]
-    return to_pil_image(sample.image.clamp(0, 1)), sample.boxes * size
+    return to_pil_image(sample.image.clamp(0, 1)), to_pixel_boxes(sample.boxes, size, size)

@@ -10,6 +10,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from detviz.data.records import DataError
 
+# The statistics of ImageNet, which pretrained backbones expect: models normalize their input
+# with them, and augmentation fills zoomed-out borders with the mean (a neutral grey to them).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 EXIF_ORIENTATION = 0x0112
 _SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees
 

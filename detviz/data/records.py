@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from detviz.boxes import to_normalized_boxes
+
 
 class DataError(ValueError):
     """A dataset file is missing or malformed. The message names the file and the problem."""
@@ -54,8 +56,7 @@ class ImageRecord:
 
     def normalized_boxes(self) -> Tensor:
         """(N, 4) float32 xyxy boxes divided by the image size, in [0, 1]."""
-        scale = torch.tensor([self.width, self.height, self.width, self.height], dtype=torch.float32)
-        return self.boxes / scale
+        return to_normalized_boxes(self.boxes, self.width, self.height)
 
 
 @dataclass(frozen=True)

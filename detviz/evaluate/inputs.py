@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from detviz.checks import check_tensor
+from detviz.boxes import to_pixel_boxes
+from detviz.checks import check_choice, check_positive_int, check_tensor
 
 METHODS = ("11point", "all")
 
@@ -62,8 +63,7 @@ def flatten(detections: Sequence[Any], ground_truths: Sequence[Any], num_classes
             f"detections cover {len(detections)} images but ground_truths cover {len(ground_truths)}; "
             "give one entry per image to both."
         )
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+    check_positive_int("num_classes", num_classes)
     det_parts, gt_parts = [], []
     for i, (det, gt) in enumerate(zip(detections, ground_truths, strict=True)):
         boxes, scores, labels = (_field(det, n, p) for p, n in enumerate(("boxes", "scores", "labels")))
@@ -135,8 +135,7 @@ def check_iou_threshold(iou_threshold: float) -> None:
 
 
 def check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
+    check_choice("method", method, METHODS)
 
 
 def offsets(counts: Tensor) -> Tensor:
@@ -237,7 +236,6 @@ def with_ground_truth(flat: Flat, keep: Tensor) -> Flat:
 
 def scale_flat(flat: Flat, sizes: Tensor) -> Flat:
     """The same input with normalized boxes scaled to pixels; sizes: (N, 2) width, height per image."""
-    scale = sizes.double().repeat(1, 2)  # (N, 4): w, h, w, h
-    return dataclasses.replace(
-        flat, det_boxes=flat.det_boxes * scale[flat.det_image], gt_boxes=flat.gt_boxes * scale[flat.gt_image]
-    )
+    det_boxes = to_pixel_boxes(flat.det_boxes, sizes[flat.det_image, 0], sizes[flat.det_image, 1])
+    gt_boxes = to_pixel_boxes(flat.gt_boxes, sizes[flat.gt_image, 0], sizes[flat.gt_image, 1])
+    return dataclasses.replace(flat, det_boxes=det_boxes, gt_boxes=gt_boxes)

@@ -17,7 +17,7 @@ from PIL import Image
 from torch import Tensor
 
 from detviz.anchors import Anchors
-from detviz.checks import check_probability
+from detviz.checks import check_positive_int, check_probability
 from detviz.data import DataError, DatasetIndex, load_image
 from detviz.evaluate.inputs import Flat, check_iou_threshold, check_method, flatten, offsets
 from detviz.evaluate.voc import VOCResult, voc_map_flat
@@ -133,8 +133,7 @@ class ThresholdSweep:
         """Post-processed detections of every image, with the ground truth, ready to evaluate."""
         if not self.floor <= score_threshold < 1.0:
             raise ValueError(f"score_threshold must be in [{self.floor}, 1) for this sweep, got {score_threshold}.")
-        if isinstance(max_detections, bool) or not isinstance(max_detections, int) or max_detections < 1:
-            raise ValueError(f"max_detections must be a positive integer, got {max_detections!r}.")
+        check_positive_int("max_detections", max_detections)
         c = self.candidates
         kept = self.kept_by_nms(nms_iou)
         final = first_per_image(kept[c.scores[kept] > score_threshold], c.image, c.num_images, max_detections)
@@ -282,8 +281,7 @@ def sweep_dataset(
     """A ThresholdSweep of the Detector's outputs over every image of a DatasetIndex (ground
     truth normalized by each image's size); unreadable images count as having no detections."""
     sizes = torch.stack([index.widths, index.heights], 1)
-    scale = sizes.float().repeat(1, 2)
-    truths = [(r.boxes / scale[i], r.labels, r.difficult) for i, r in enumerate(index)]
+    truths = [(r.normalized_boxes(), r.labels, r.difficult) for r in index]
     sweep = ThresholdSweep(truths, len(detector.classes), floor=floor, coding=detector.coding)
     unreadable = []
     for batch in dataset_outputs(detector, index, batch_size, skip_unreadable=True):

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from detviz.boxes import to_pixel_boxes
 from detviz.figures.image import ImageEncoder, add_boxes, add_rectangles, image_data_uri, image_figure
 from detviz.figures.style import (
     FORCED_COLOR,
@@ -82,12 +83,6 @@ def add_anchor_points(
     return fig
 
 
-def _pixel_scale(image: Image.Image) -> Tensor:
-    """(4,) multiplies normalized xyxy boxes into the image's pixels."""
-    w, h = image.size
-    return torch.tensor([w, h, w, h], dtype=torch.float32)
-
-
 def anchor_overlay_figure(
     image: Image.Image,
     anchors: Anchors,
@@ -116,7 +111,6 @@ def anchor_overlay_figure(
     """
     w, h = image.size
     fig = image_figure(image, height=height, encode=encode)
-    scale = _pixel_scale(image)
     if mode == "grid":
         for lvl, g in enumerate(anchors.grids):
             step = float(anchors.cell_size[anchors.level == lvl][0])
@@ -143,7 +137,7 @@ def anchor_overlay_figure(
         color = LEVEL_COLORS[level % len(LEVEL_COLORS)]
         add_rectangles(
             fig,
-            anchors.boxes[idx] * scale,
+            to_pixel_boxes(anchors.boxes[idx], w, h),
             color,
             f"level {level} anchors",
             width=1.0 if mode == "level" else 2.0,
@@ -156,7 +150,7 @@ def anchor_overlay_figure(
             mine = torch.nonzero(positive & (best_gt == g)).flatten()
             add_rectangles(
                 fig,
-                anchors.boxes[mine] * scale,
+                to_pixel_boxes(anchors.boxes[mine], w, h),
                 class_color(int(gt_labels[g])),
                 f"anchors of object {g + 1}",
                 width=2.5,
@@ -229,16 +223,14 @@ def matching_figure(
     URI function (see detviz.figures.image).
     """
     w, h = image.size
-    scale = _pixel_scale(image)
+    pixel_boxes = to_pixel_boxes(anchors.boxes, w, h)  # (A, 4)
     fig = image_figure(image, height=height, encode=encode)
     if show_negatives and step == 3:
         negative = torch.nonzero(~match.positive).flatten()
-        add_rectangles(fig, anchors.boxes[negative] * scale, NEGATIVE_COLOR, "negative", width=0.7, opacity=0.35)
+        add_rectangles(fig, pixel_boxes[negative], NEGATIVE_COLOR, "negative", width=0.7, opacity=0.35)
     groups = _get_matching_groups(match, step, gt_labels, class_names)
     for group in groups:
-        add_rectangles(
-            fig, anchors.boxes[group.indices] * scale, group.color, group.name, group.width, opacity=group.opacity
-        )
+        add_rectangles(fig, pixel_boxes[group.indices], group.color, group.name, group.width, opacity=group.opacity)
     add_boxes(fig, gt_boxes, gt_labels, class_names)  # under the markers: their hover areas must not catch clicks
     # clickable centre markers, one trace per colour (a per-point colour list is slow to validate)
     cut = _marker_cut(match, groups)
@@ -246,9 +238,7 @@ def matching_figure(
         indices = group.indices[match.argmax_iou[group.indices] >= cut]
         add_anchor_points(fig, anchors, indices, w, h, group.color, match.argmax_iou[indices])
     if selected is not None:
-        add_rectangles(
-            fig, anchors.boxes[selected : selected + 1] * scale, SELECTED_COLOR, f"anchor {selected}", width=4
-        )
+        add_rectangles(fig, pixel_boxes[selected : selected + 1], SELECTED_COLOR, f"anchor {selected}", width=4)
     fig.update_layout(showlegend=True, legend=legend("below"), clickmode="event+select")
     return fig
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -33,16 +33,28 @@ class Task(Protocol):
 
 
 @dataclass
-class SSDTask:
-    """Detection with anchors: ssd_loss in training, loss parts and VOC mAP in validation."""
+class _ConfiguredTask:
+    """What every task does alike: its Dataset class at the config's image size, augmented when
+    training with augmentation on; batches stacked by torch's default collate unless it says."""
 
     config: TrainConfig
+    dataset_class: ClassVar[type[Dataset]]
+
+    def dataset(self, index: DatasetIndex, train: bool) -> Dataset:
+        return self.dataset_class(index, self.config.image_size, augment=train and self.config.augment)
+
+    def collate(self) -> Callable | None:
+        return None
+
+
+@dataclass
+class SSDTask(_ConfiguredTask):
+    """Detection with anchors: ssd_loss in training, loss parts and VOC mAP in validation."""
+
     anchors: Anchors
     num_classes: int
     world: int = 1
-
-    def dataset(self, index: DatasetIndex, train: bool) -> Dataset:
-        return DetectionDataset(index, self.config.image_size, augment=train and self.config.augment)
+    dataset_class = DetectionDataset
 
     def collate(self) -> Callable:
         return collate_detection
@@ -97,16 +109,10 @@ class SSDTask:
 
 
 @dataclass
-class LargestObjectTask:
+class LargestObjectTask(_ConfiguredTask):
     """The lesson's first stage: class + box of the largest object."""
 
-    config: TrainConfig
-
-    def dataset(self, index: DatasetIndex, train: bool) -> Dataset:
-        return LargestObjectDataset(index, self.config.image_size, augment=train and self.config.augment)
-
-    def collate(self) -> None:
-        return None
+    dataset_class = LargestObjectDataset
 
     def loss(self, outputs: tuple[Tensor, Tensor], batch: Any) -> dict[str, Tensor]:
         _, labels, boxes = batch
@@ -127,16 +133,10 @@ class LargestObjectTask:
 
 
 @dataclass
-class MultiLabelTask:
+class MultiLabelTask(_ConfiguredTask):
     """The lesson's second stage: which classes are in the image."""
 
-    config: TrainConfig
-
-    def dataset(self, index: DatasetIndex, train: bool) -> Dataset:
-        return MultiLabelDataset(index, self.config.image_size, augment=train and self.config.augment)
-
-    def collate(self) -> None:
-        return None
+    dataset_class = MultiLabelDataset
 
     def loss(self, outputs: Tensor, batch: Any) -> dict[str, Tensor]:
         loss = multilabel_loss(outputs, batch[1])

@@ -1,0 +1,281 @@
+"""The dataset picker (one, used by the sidebar and by the Train form), the app's folders, the
+dataset the sidebar chose, and the image picker of the detection pages."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+import torch
+from PIL import Image, ImageDraw
+
+from detviz.boxes import to_normalized_boxes
+from detviz.data import VOC_CLASSES, DataError, DatasetIndex
+from detviz.data.demo import make_demo_dataset, read_demo_settings
+from detviz.data.spec import (
+    KINDS,
+    DatasetSpec,
+    check_within_roots,
+    dataset_fingerprint,
+    dataset_splits,
+    default_demo_dir,
+)
+from pages.ui import cache, keys
+
+APP_DIR = Path(__file__).resolve().parents[2]
+
+KIND_CAPTIONS = {
+    "demo": "built in, nothing to download",
+    "voc": "a Pascal VOC folder",
+    "coco": "a COCO json and its images",
+}
+
+
+def app_path(text: str | Path) -> Path:
+    """A path typed in the app or set in the environment; a relative one is taken in the app folder."""
+    path = Path(str(text).strip()).expanduser()
+    return path if path.is_absolute() else APP_DIR / path
+
+
+def data_roots() -> list[Path]:
+    """Folders the browser may name: $DETVIZ_DATA_ROOTS (os.pathsep-separated), else ./data."""
+    env = os.environ.get("DETVIZ_DATA_ROOTS", "")
+    roots = [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
+    return roots or [APP_DIR / "data"]
+
+
+def demo_dir() -> Path:
+    """Where the built-in demo dataset lives: detviz's default ($DETVIZ_DEMO_DIR, else data/demo),
+    a relative one taken in the app folder."""
+    return app_path(default_demo_dir())
+
+
+class NoDataset(Exception):
+    """Why no dataset is open; shown on the page (error) or as a hint (info)."""
+
+    def __init__(self, message: str, level: str = "error"):
+        super().__init__(message)
+        self.level = level
+
+
+@dataclass(frozen=True)
+class Picker:
+    """One place the dataset picker is shown: what its widget keys start with (the keys are also
+    the query parameters: ?data=voc, ?train_data=voc), what it picks for ("Type the VOC folder
+    in the sidebar.") and whether it offers to draw a missing demo dataset."""
+
+    prefix: str
+    purpose: str
+    draws_demo: bool = False
+
+
+SIDEBAR = Picker("", "in the sidebar", draws_demo=True)
+
+
+def pick_kind(picker: Picker, container=st) -> str:
+    """The source radio: demo, voc or coco (the option names double as URL values: ?data=voc)."""
+    return container.radio(
+        "Source", KINDS, captions=[KIND_CAPTIONS[k] for k in KINDS], key=picker.prefix + keys.DATA_KIND,
+        bind="query-params",
+    )  # fmt: skip
+
+
+def pick_source(kind: str, picker: Picker, columns=(st, st)) -> DatasetSpec:
+    """The paths of a `kind` dataset, typed in `columns` (the first: the folder or json, the
+    second: a COCO image folder), checked to lie inside data_roots().
+
+    Raises:
+        NoDataset: nothing typed yet, or the demo dataset is not drawn yet.
+        DataError: a path outside the data roots, or missing.
+    """
+    roots = data_roots()
+    hint = ", ".join(str(r) for r in roots)
+    if kind == "demo":
+        folder = demo_dir()
+        if read_demo_settings(folder) is None:
+            if picker.draws_demo:
+                _offer_demo(folder, columns[0])
+            raise NoDataset(f"The built-in demo dataset is not drawn yet in {folder}: draw it with the button in "
+                            "the sidebar (Source: demo).", "info")  # fmt: skip
+        return DatasetSpec("demo", str(folder))
+    if kind == "voc":
+        path = _path_input(columns[0], "VOC folder", picker.prefix + keys.VOC_DIR, "data/VOCdevkit/VOC2007",
+                           f"The folder holding Annotations/, JPEGImages/ and ImageSets/Main/, inside {hint}.")  # fmt: skip
+        if not path:
+            raise NoDataset(f"Type the VOC folder {picker.purpose}.", "info")
+        return DatasetSpec("voc", str(check_within_roots(app_path(path), roots)))
+    json_path = _path_input(columns[0], "COCO json", picker.prefix + keys.COCO_JSON, "data/pascal_train2007.json",
+                            f"A COCO-format detection json, inside {hint}.")  # fmt: skip
+    image_dir = _path_input(columns[1], "Image folder", picker.prefix + keys.COCO_IMAGES, "data/JPEGImages",
+                            f"The folder the json's file names are relative to, inside {hint}.")  # fmt: skip
+    if not json_path or not image_dir:
+        raise NoDataset(f"Type the COCO json and its image folder {picker.purpose}.", "info")
+    json_file = check_within_roots(app_path(json_path), roots)
+    images = check_within_roots(app_path(image_dir), roots)
+    if not json_file.is_file():
+        raise DataError(f"{json_file}: no such file.")
+    if not images.is_dir():
+        raise DataError(f"{images}: no such folder.")
+    return DatasetSpec("coco", str(json_file), str(images))
+
+
+def _path_input(container, label: str, key: str, placeholder: str, help: str) -> str:
+    """A path text field bound to the URL; its text without surrounding blanks."""
+    return container.text_input(label, key=key, bind="query-params", placeholder=placeholder, help=help).strip()
+
+
+def pick_split(spec: DatasetSpec, picker: Picker, container=st, label: str = "Split") -> str:
+    """The split of a demo or VOC dataset (train when it has one).
+
+    Raises:
+        NoDataset: the folder is missing or has no split files.
+    """
+    splits = dataset_splits(spec)
+    if not splits:
+        folder = Path(spec.path)
+        if not folder.is_dir():
+            raise NoDataset(f"{folder}: folder not found.")
+        raise NoDataset(f"{folder}: no split files in ImageSets/Main; add e.g. train.txt listing image ids.")
+    default = splits.index("train") if "train" in splits else 0
+    return container.selectbox(label, splits, index=default, key=picker.prefix + keys.SPLIT, bind="query-params")
+
+
+def dataset_sidebar() -> None:
+    """The sidebar dataset picker; stores the chosen (spec, split), or why there is none, for the pages."""
+    with st.sidebar:
+        st.subheader("Dataset")
+        kind = pick_kind(SIDEBAR)
+        try:
+            spec = pick_source(kind, SIDEBAR)
+            split = pick_split(spec, SIDEBAR) if kind != "coco" else ""
+        except (NoDataset, DataError) as e:
+            st.session_state[keys.SELECTION] = e if isinstance(e, NoDataset) else NoDataset(str(e))
+            return
+        if st.button("Reload from disk", icon=":material/refresh:", help="Read the annotation files again."):
+            cache.read_index.clear()
+            cache.load_image_cached.clear()
+            cache.thumbnail_jpeg.clear()
+        st.session_state[keys.SELECTION] = (spec, split)
+
+
+def _offer_demo(folder: Path, container) -> None:
+    """Says the demo dataset is missing, with a button that draws it."""
+    container.warning(f"The demo dataset is not in {folder} yet.")
+    if container.button("Draw the demo dataset", type="primary", help="About 15 s; nothing is downloaded."):
+        _draw_demo(folder)
+
+
+def _draw_demo(folder: Path) -> None:
+    bar = st.progress(0.0, text="Drawing the demo dataset…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Drawing the demo dataset… {done}/{total}")
+
+    try:
+        make_demo_dataset(folder, progress=progress)
+    except (DataError, OSError) as e:
+        st.error(f"Could not make the demo dataset: {e}")
+        return
+    st.rerun()
+
+
+def current_index() -> DatasetIndex | None:
+    """The index of the dataset picked in the sidebar, or None (the reason is already shown)."""
+    selection = st.session_state.get(keys.SELECTION)
+    if isinstance(selection, NoDataset):
+        (st.info if selection.level == "info" else st.error)(str(selection))
+        return None
+    if selection is None:
+        st.info("Choose a dataset in the sidebar.")
+        return None
+    spec, split = selection
+    try:
+        index = cache.read_index(str(spec), split, dataset_fingerprint(spec, split))
+    except (DataError, ValueError) as e:
+        st.error(str(e))
+        return None
+    if len(index) == 0:
+        st.error(
+            f"{index.source}: no readable images"
+            + (f"; {len(index.problems)} files are broken." if index.problems else ".")
+        )
+        _show_notes(index)
+        return None
+    _show_notes(index)
+    return index
+
+
+def _show_notes(index: DatasetIndex) -> None:
+    if index.problems:
+        st.error(f"{len(index.problems)} image(s) skipped: their annotation or image file is broken.")
+        with st.expander("Broken files"):
+            st.code("\n".join(index.problems[:200]), language=None, wrap_lines=True)
+    if index.warnings:
+        with st.expander(f"{len(index.warnings)} note(s) from reading the annotations"):
+            st.code("\n".join(index.warnings[:200]), language=None, wrap_lines=True)
+
+
+# --- one image of the dataset, or the lesson's example ---------------------------------------
+
+LESSON_EXAMPLE = "lesson example (image 7)"
+# The lesson's image 7: chair, dining table, sofa, normalized [y1, x1, y2, x2] as printed.
+LESSON_BOXES_YX = ((0.6786, 0.4866, 0.9911, 0.6250), (0.7098, 0.0848, 0.9911, 0.5491), (0.5134, 0.8304, 0.6696, 0.9063))
+LESSON_LABELS = (VOC_CLASSES.index("chair"), VOC_CLASSES.index("diningtable"), VOC_CLASSES.index("sofa"))
+LESSON_SIZE = 224
+LESSON_BEST_IOU = (0.3985, 0.4538, 0.1897)  # printed by the lesson: best anchor IoU per object
+LESSON_POSITIVES = (11, 13, 14)  # printed by the lesson: positive anchors at threshold 0.5
+
+
+@dataclass(frozen=True)
+class Picture:
+    """An image with its ground truth in pixels, from a dataset or the lesson's example."""
+
+    name: str
+    image: Image.Image
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    difficult: torch.Tensor
+    classes: list[str]
+
+    @property
+    def normalized(self) -> torch.Tensor:
+        return to_normalized_boxes(self.boxes, *self.image.size)
+
+
+@st.cache_resource
+def lesson_example() -> Picture:
+    """The lesson's image-7 boxes on a plain 224 x 224 canvas (the photograph is not ours to ship).
+
+    Cached so that every rerun gets the same image object (cache.image_uri remembers it by object).
+    """
+    image = Image.new("RGB", (LESSON_SIZE, LESSON_SIZE), (236, 232, 222))
+    draw = ImageDraw.Draw(image)
+    boxes = torch.tensor(LESSON_BOXES_YX)[:, [1, 0, 3, 2]] * LESSON_SIZE
+    for box, shade in zip(boxes.tolist(), ((205, 170, 125), (160, 120, 90), (120, 140, 170)), strict=True):
+        draw.rectangle(box, fill=shade)
+    return Picture(
+        LESSON_EXAMPLE, image, boxes, torch.tensor(LESSON_LABELS), torch.zeros(3, dtype=torch.bool), list(VOC_CLASSES)
+    )
+
+
+def pick_picture(index: DatasetIndex | None, lesson: str | None = None) -> Picture | None:
+    """An image selector bound to ?image=; `lesson` ("first" or "last") adds the lesson's example."""
+    ids = index.image_ids if index is not None else []
+    if lesson == "first":
+        ids = [LESSON_EXAMPLE, *ids]
+    elif lesson == "last":
+        ids = [*ids, LESSON_EXAMPLE]
+    if not ids:
+        return None
+    image_id = st.selectbox("Image", ids, key=keys.IMAGE, bind="query-params")
+    if image_id == LESSON_EXAMPLE:
+        return lesson_example()
+    record = index[index.position_of(image_id)]
+    try:
+        image = cache.record_image(record)
+    except DataError as e:
+        st.error(str(e))
+        return None
+    return Picture(image_id, image, record.boxes, record.labels, record.difficult, index.classes)

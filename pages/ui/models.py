@@ -1,0 +1,117 @@
+"""Checkpoints and detectors: where they are, the checkpoint picker, a detector for the chosen
+file (errors shown, not raised), and whether it fits the sidebar's dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import streamlit as st
+
+from detviz.data import DatasetIndex
+from detviz.data.voc import file_stamp
+from detviz.models import DETECTOR_KINDS, CheckpointError, compatibility_problems
+from detviz.train import TrainConfig
+from detviz.train.runs import list_runs
+from pages.ui import keys
+from pages.ui.cache import load_detector_cached
+from pages.ui.data import APP_DIR
+
+if TYPE_CHECKING:  # torchvision loads with detviz.inference: pages that draw only never pay for it
+    from detviz.inference import Detector
+
+RUN_PREFIX = "run:"  # ?ckpt=run:<name>: the best checkpoint of that training run
+UPLOAD = "upload a checkpoint…"
+
+
+def runs_dir() -> Path:
+    """Where training runs live: $DETVIZ_RUNS_DIR, else runs/ in the app folder."""
+    return Path(os.environ.get("DETVIZ_RUNS_DIR") or APP_DIR / "runs")
+
+
+def checkpoint_dir() -> Path:
+    """Where the shipped checkpoints are: $DETVIZ_CHECKPOINT_DIR, else checkpoints/ in the app folder."""
+    return Path(os.environ.get("DETVIZ_CHECKPOINT_DIR") or APP_DIR / "checkpoints")
+
+
+def shipped_checkpoints() -> dict[str, Path]:
+    """The checkpoints that ship with detviz, by file name."""
+    return {p.name: p for p in sorted(checkpoint_dir().glob("*.pt"))}
+
+
+def _run_bests() -> dict[str, tuple[Path, object]]:
+    """Every run with a best checkpoint, as "run:<name>" -> (best.pt, the model kind its config names)."""
+    default = TrainConfig().model  # what a config.json without "model" trained
+    return {
+        RUN_PREFIX + run.name: (run.path / "checkpoints" / "best.pt",
+                                run.config.get("model", default) if isinstance(run.config, dict) else None)
+        for run in list_runs(runs_dir())
+        if (run.path / "checkpoints" / "best.pt").is_file()
+    }  # fmt: skip
+
+
+def run_checkpoints() -> dict[str, Path]:
+    """Best checkpoints of the training runs that trained a detector, as "run:<name>", newest first."""
+    return {name: best for name, (best, kind) in _run_bests().items() if kind in DETECTOR_KINDS}
+
+
+def checkpoint_picker(container=st) -> tuple[str, Path] | None:
+    """A checkpoint: shipped, a run's best.pt, or uploaded (loaded safely: tensors only, no code).
+
+    Bound to ?ckpt= (an upload cannot be in a link). Returns (shown name, file) or None.
+    """
+    runs = _run_bests()
+    options = shipped_checkpoints() | {name: best for name, (best, kind) in runs.items() if kind in DETECTOR_KINDS}
+    wanted = st.query_params.get(keys.CHECKPOINT, "")
+    if wanted in runs and wanted not in options:  # a link to a classifier run (Streamlit drops the value)
+        container.warning(f"{wanted} is a {runs[wanted][1]} model, not a detector: this page shows "
+                          f"{' and '.join(DETECTOR_KINDS)} models only; choose one of those.")  # fmt: skip
+    choice = container.selectbox(
+        "Checkpoint", [*options, UPLOAD], key=keys.CHECKPOINT, bind="query-params",
+        help="The checkpoints in checkpoints/, the best checkpoint of each training run, or a file of yours.",
+    )  # fmt: skip
+    if choice != UPLOAD:
+        return choice, options[choice]
+    upload = container.file_uploader("Checkpoint file", type=["pt", "pth"], key=keys.CHECKPOINT_UPLOAD,
+                                     help="A detviz checkpoint. Only tensors and plain data are read; "
+                                          "a file carrying Python objects is refused.")  # fmt: skip
+    if upload is None:
+        container.info("Choose a .pt file made by detviz (`python -m detviz.train`).")
+        return None
+    data = upload.getvalue()
+    folder = Path(tempfile.gettempdir()) / "detviz-uploads"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:24]}.pt"
+    if not path.is_file():
+        path.write_bytes(data)
+    return upload.name, path
+
+
+def detector_of(path: Path, name: str | None = None) -> Detector | None:
+    """A Detector for the checkpoint (cached per file and modification time), or None after an
+    error, shown with the checkpoint's `name` in place of its (temporary) path."""
+    try:
+        return load_detector_cached(str(path), file_stamp(path))
+    except (OSError, CheckpointError) as e:
+        st.error(
+            model_error(e, path, name) if isinstance(e, CheckpointError) else f"{name or path}: {e.strerror or e}."
+        )
+        return None
+
+
+def model_error(error: Exception, path: Path | str, name: str | None) -> str:
+    """The error's message with the checkpoint's shown `name` in place of its (temporary) path."""
+    return str(error).replace(str(path), name) if name else str(error)
+
+
+def fits_dataset(detector: Detector, index: DatasetIndex, name: str) -> bool:
+    """Whether the checkpoint predicts the dataset's classes; says why not."""
+    problems = compatibility_problems(detector.info, class_names=index.classes)
+    if problems:
+        st.error(f"{name} was trained on other classes than this dataset has ({'; '.join(problems)}): its "
+                 "detections are shown with its own class names, but nothing can be scored against this "
+                 "ground truth. Choose a dataset with its classes in the sidebar.")  # fmt: skip
+    return not problems
