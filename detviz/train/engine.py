@@ -1,6 +1,6 @@
 """The training engine: one loop, read top to bottom, shared by the CLI and the app.
 
-fit(config) builds the data, model and optimizer (setup.prepare), optionally finds a learning
+fit(config) builds the data, model and optimizer (build.prepare), optionally finds a learning
 rate (lr_finder), then for every epoch: one-cycle learning rate, forward, loss, backward, clipped
 step; validation (loss parts and VOC mAP@0.5 for SSD models: tasks); checkpoints. Progress goes
 to callbacks (tqdm in the CLI, the run folder for the app). Under torchrun it trains with
