@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from PIL import Image
@@ -137,3 +138,88 @@ def to_pixels(detections: Detections, width: int, height: int) -> Detections:
         trace = type(trace)(**(trace.__dict__ | {"boxes": to_pixel_boxes(trace.boxes, width, height)}))
     boxes = to_pixel_boxes(detections.boxes, width, height)
     return Detections(boxes, detections.scores, detections.labels, detections.anchor, trace)
+
+
+class LargestObject(NamedTuple):
+    """What the lesson's first model says of an image: the class and box of its largest object.
+
+    label: class id. score: softmax probability of that class. box: (4,) pixel xyxy in the image.
+    """
+
+    label: int
+    score: float
+    box: Tensor
+
+
+class _Classifier:
+    """A lesson-stage classifier from a checkpoint: the model, its classes and its input."""
+
+    kinds: tuple[str, ...] = ()
+
+    def __init__(self, model: torch.nn.Module, info: CheckpointInfo, device: str | torch.device = "cpu"):
+        if info.model.kind not in self.kinds:
+            raise CheckpointError(f"{info.path}: a {info.model.kind} model, not a {' or '.join(self.kinds)} one.")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.info = info
+        self.classes = info.classes
+        self.image_size = info.model.image_size
+
+    @torch.no_grad()
+    def _outputs(self, images: Sequence[Image.Image]) -> Tensor | tuple[Tensor, ...]:
+        outputs = self.model(to_model_input(images, self.image_size).to(self.device))
+        for t in outputs if isinstance(outputs, tuple) else (outputs,):
+            if not bool(torch.isfinite(t).all()):
+                raise NonFiniteOutputs(
+                    f"{self.info.path or 'the model'}: the model's outputs are not finite: its weights are broken, "
+                    "e.g. by a training run that diverged; choose another checkpoint or train again."
+                )
+        return outputs
+
+
+class LargestObjectPredictor(_Classifier):
+    """The lesson's stage 1: one class and one box per image (a "largest" checkpoint)."""
+
+    kinds = ("largest",)
+
+    def predict(self, images: Sequence[Image.Image]) -> list[LargestObject]:
+        """Per image its LargestObject, the box in that image's pixels. Raises NonFiniteOutputs."""
+        if not images:
+            return []
+        class_logits, box_activations = self._outputs(images)
+        probabilities = torch.softmax(class_logits.float(), dim=-1).cpu()
+        boxes = torch.sigmoid(box_activations.float()).cpu()  # (B, 4) normalized xyxy, as trained
+        scores, labels = probabilities.max(dim=-1)
+        return [
+            LargestObject(int(label), float(score), to_pixel_boxes(box[None], image.width, image.height)[0])
+            for label, score, box, image in zip(labels, scores, boxes, images, strict=True)
+        ]
+
+
+class MultiLabelPredictor(_Classifier):
+    """The lesson's stage 2: the probability of each class being in the image (a "multilabel" checkpoint)."""
+
+    kinds = ("multilabel",)
+
+    def predict(self, images: Sequence[Image.Image]) -> list[Tensor]:
+        """Per image a (C,) float32 tensor of sigmoid probabilities. Raises NonFiniteOutputs."""
+        if not images:
+            return []
+        return list(torch.sigmoid(self._outputs(images).float()).cpu())
+
+
+def load_predictor(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> Detector | LargestObjectPredictor | MultiLabelPredictor:
+    """The right predictor for a checkpoint of any kind: a Detector for the SSD kinds, a
+    LargestObjectPredictor for "largest", a MultiLabelPredictor for "multilabel". Each has
+    `.classes` and `.info`; the classifiers' `.predict(images)` and the Detector's `.detect`.
+
+    Raises:
+        CheckpointError: see `load_checkpoint`.
+    """
+    model, info = load_checkpoint(path, map_location=device)
+    kind = info.model.kind
+    if kind in DETECTOR_KINDS:
+        return Detector(model, info, device)
+    return (LargestObjectPredictor if kind == "largest" else MultiLabelPredictor)(model, info, device)
