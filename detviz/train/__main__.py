@@ -29,6 +29,8 @@ from detviz.train.lr_finder import find_lr
 from detviz.train.report import LIVE_STATES, LRFinderResult, RunState
 from detviz.train.runs import RunFolder
 
+EXPECTED_ERRORS = (ValueError, TrainingError, DataError, CheckpointError, RuntimeError, OSError)
+
 
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
@@ -203,15 +205,14 @@ def _main(args: argparse.Namespace, owned: list[RunFolder]) -> int:
     except Cancelled:
         print("cancelled; the last checkpoint is in the run folder (continue with --resume).", file=sys.stderr)
         return 143
-    except (ValueError, TrainingError, DataError, CheckpointError, RuntimeError, OSError) as e:
-        message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        _mark_failed(run, message)
-        print(f"error: {message}", file=sys.stderr)
-        return 1
-    except Exception as e:  # a bug, not a bad input: one line here, the traceback in the run's log
-        message = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
-        if run is not None and run.owned():
-            run.log(traceback.format_exc())
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        if isinstance(e, EXPECTED_ERRORS):  # bad input or a failed run: its own message says it all
+            message = first or type(e).__name__
+        else:  # a bug: one line here, the traceback in the run's log
+            message = f"{type(e).__name__}: {first}".rstrip(": ")
+            if run is not None and run.owned():
+                run.log(traceback.format_exc())
         _mark_failed(run, message)
         print(f"error: {message}", file=sys.stderr)
         return 1

@@ -188,12 +188,12 @@ def fit(
 
     first_epoch = 0
     if resume and run is not None:
-        first_epoch, lr = _restore(run, model, optimizer, scaler, device)
+        first_epoch, lr, last = _restore(run, model, optimizer, scaler)
         progress.step = first_epoch * steps_per_epoch
         progress.epoch = first_epoch
         if writes:
-            progress.best = _recover_best(run)
-            _recover_metrics(run, first_epoch, progress.step)
+            progress.best = _recover_best(run, last)
+            _recover_metrics(run, first_epoch, progress.step, last)
     trained = model
     if processes.world > 1:
         trained = nn.parallel.DistributedDataParallel(
@@ -358,17 +358,19 @@ def _save(
     atomic_torch_save(payload, run.checkpoint(which))
 
 
-def _restore(run: RunFolder, model: nn.Module, optimizer, scaler, device: torch.device) -> tuple[int, float]:
-    """Loads last.pt for --resume; returns (first epoch to run, peak lr).
+def _restore(run: RunFolder, model: nn.Module, optimizer, scaler) -> tuple[int, float, dict[str, Any]]:
+    """Loads last.pt for --resume; returns (first epoch to run, peak lr, last.pt as read).
 
     An epoch that was interrupted is run again from its start (with the weights it had reached).
+    The file is read once, on the CPU: loading the weights and the optimizer state moves them to
+    the model's device, and the recovery steps reuse what was read.
     """
     path = run.checkpoint("last")
     if not path.is_file():
         raise TrainingError(
             f"{run.path}: no checkpoints/last.pt to resume from (the run ended before its first epoch)."
         )
-    payload = read_checkpoint(path, map_location=device)
+    payload = read_checkpoint(path)
     state = payload.get("resume")
     if not isinstance(state, dict) or not {"epoch", "lr", "optimizer", "scaler", "rng"} <= set(state):
         raise TrainingError(f"{path}: has no training state to resume from.")
@@ -376,20 +378,19 @@ def _restore(run: RunFolder, model: nn.Module, optimizer, scaler, device: torch.
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"].cpu())
-    return int(state["epoch"]), float(state["lr"])
+    return int(state["epoch"]), float(state["lr"]), payload
 
 
-def _recover_best(run: RunFolder) -> float | None:
+def _recover_best(run: RunFolder, last: dict[str, Any]) -> float | None:
     """The best validation score so far, as the run's best.pt itself says: a run never claims
     a best it cannot open. A process killed while writing best.pt left a last.pt that holds the
     very weights it was writing (a finished epoch whose score was the new best): best.pt is
     written again from it. Otherwise a missing or unreadable best.pt means no best yet (None:
-    the next validated epoch writes one)."""
+    the next validated epoch writes one). `last` is last.pt as _restore read it."""
     with contextlib.suppress(CheckpointError):
         best = _score(read_checkpoint(run.checkpoint("best")))
         if best is not None:
             return best
-    last = read_checkpoint(run.checkpoint("last"))
     state, score = last.get("resume") or {}, _score(last)
     if state.get("complete") and score is not None and state.get("best") == score:
         atomic_torch_save({k: v for k, v in last.items() if k != "resume"}, run.checkpoint("best"))
@@ -408,7 +409,7 @@ def _score(payload: dict[str, Any]) -> float | None:
     return None
 
 
-def _recover_metrics(run: RunFolder, first_epoch: int, step: int) -> None:
+def _recover_metrics(run: RunFolder, first_epoch: int, step: int, last: dict[str, Any]) -> None:
     """Makes metrics.jsonl agree with the checkpoint a run resumes from: the records of the
     steps and epochs that will run again are dropped (one record per step), and the record of
     the last finished epoch, lost when the process died between its checkpoint and its log
@@ -417,7 +418,7 @@ def _recover_metrics(run: RunFolder, first_epoch: int, step: int) -> None:
     done = [r for r in records if r.get("kind") == "epoch" and r.get("epoch", 0) < first_epoch]
     add = []
     if first_epoch > 0 and not any(r.get("epoch") == first_epoch - 1 for r in done):
-        metrics = read_checkpoint(run.checkpoint("last")).get("metrics") or {}
+        metrics = last.get("metrics") or {}
         add.append({"kind": "epoch", "epoch": first_epoch - 1, "step": step, **metrics, "time": time.time(), "recovered": True})  # fmt: skip
 
     def keep(r: dict[str, Any]) -> bool:
