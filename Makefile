@@ -10,7 +10,7 @@ DEMO := data/demo/demo.json
 ADDRESS ?= localhost
 PORT ?= 8501
 
-.PHONY: run test bench lint demo-data demo-checkpoint chromium clean
+.PHONY: run test bench lint demo-data demo-checkpoint lesson-checkpoints chromium clean
 
 run: $(RUNTIME) $(DEMO)
 	$(PY) -m streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT)
@@ -32,6 +32,10 @@ demo-data: $(DEMO)
 # Trains the shipped checkpoints on the CPU (about an hour each on 2 cores) and writes their model card.
 demo-checkpoint: $(RUNTIME) $(DEMO)
 	$(PY) -m detviz.train.demo_checkpoint --data data/demo --runs runs --out checkpoints
+
+# Trains the lesson's ladder (one model per walkthrough stage, about an hour in all on 2 cores).
+lesson-checkpoints: $(RUNTIME) $(DEMO)
+	$(PY) -m detviz.train.demo_checkpoint --ladder --data data/demo --runs runs --out checkpoints
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

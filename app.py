@@ -29,6 +29,6 @@ navigation = st.navigation(
 )
 notice = st.empty()
 requested = ui.requested_params()
-ui.dataset_sidebar()
+ui.dataset_sidebar(navigation.url_path)  # the scoring pages prefer the val split
 navigation.run()
 ui.report_dropped_params(requested, notice)

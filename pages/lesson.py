@@ -1,25 +1,30 @@
-"""Lesson walkthrough: the lesson's stages in order, each explained next to a live figure."""
+"""Lesson walkthrough: the lesson's stages in order, each explained next to a trained model of
+that stage (detviz.ladder), and the ladder of their val metrics at the end."""
 
 import streamlit as st
 import torch
 
 from detviz.anchors import PRESETS
-from detviz.data.targets import largest_object, multilabel_target
+from detviz.boxes import to_pixel_boxes
+from detviz.data.targets import multilabel_target
+from detviz.evaluate.stages import multilabel_scores, paired_iou
 from detviz.figures import (
     anchor_overlay_figure,
-    detections_figure,
+    class_probability_figure,
+    grid_detections_figure,
     ground_truth_figure,
+    largest_object_figure,
     loss_curves_figure,
     matching_figure,
     multilabel_figure,
 )
+from detviz.ladder import BY_FILE, LESSON_PRINTED, grid_report
 from detviz.losses import loss_curve
 from detviz.matching import match_anchors
-from detviz.models import compatibility_problems
-from detviz.postprocess import KEPT, SUPPRESSED
 from pages import ui
-from pages.ui import keys
-from pages.ui.cache import image_uri
+from pages.ui import keys, ladder
+from pages.ui.cache import image_uri, record_thumbnail
+from pages.ui.lesson_models import compare_stage, ladder_stage, nms_stage, val_map
 
 ui.ensure_entrypoint()
 
@@ -31,8 +36,10 @@ STAGES = (
     "5. Many scales",
     "6. BCE or focal",
     "7. NMS",
+    "The ladder",
 )
 HEIGHT = 480
+GALLERY = 6  # worst val images shown at stage 1
 
 
 def _move(step: int) -> None:
@@ -45,45 +52,112 @@ def main() -> None:
     index = ui.current_index() if st.session_state.get(keys.SELECTION) is not None else None
     stage = st.segmented_control("Stage", STAGES, default=STAGES[0], key=keys.STAGE, bind="query-params",
                                  required=True, width="stretch")  # fmt: skip
+    position = STAGES.index(stage)
     row = st.columns([4, 1, 1], vertical_alignment="bottom")
     with row[0]:
-        picture = ui.pick_picture(index, lesson="last")
-    position = STAGES.index(stage)
+        picture = ui.pick_picture(index, lesson="first") if stage != STAGES[-1] else None
     row[1].button("Back", icon=":material/arrow_back:", on_click=_move, args=(-1,), disabled=position == 0,
                   width="stretch")  # fmt: skip
     row[2].button("Next", icon=":material/arrow_forward:", on_click=_move, args=(1,), type="primary",
                   disabled=position == len(STAGES) - 1, width="stretch")  # fmt: skip
+    if stage == STAGES[-1]:
+        ladder_stage()
+        return
     if picture is None:
         st.info("No image to show.")
         return
+    if picture.name == ui.LESSON_EXAMPLE and index is not None and len(index) and position not in (3, 4):
+        st.button(f"The trained models know the demo's classes, not this drawing's: show {index.image_ids[0]}",
+                  on_click=_use_image, args=(index.image_ids[0],), icon=":material/image:")  # fmt: skip
     text, figure = st.columns([2, 3])
-    [_largest, _multilabel, _grid, _matching, _multiscale, _losses, _nms][position](picture, text, figure)
+    [_largest, _multilabel, _grid, _matching, _multiscale, _losses, nms_stage][position](picture, text, figure)
+
+
+def _use_image(image_id: str) -> None:
+    st.session_state[keys.IMAGE] = image_id
 
 
 def _largest(picture: ui.Picture, text, figure) -> None:
-    largest = largest_object(picture.boxes, picture.labels, picture.difficult)
+    stage = BY_FILE["lesson_largest.pt"]
+    k, target = ladder.largest_target(picture)
     with text:
         st.markdown(
             "The first model answers one question per image: **what is the biggest thing here, and where?** "
-            "A pretrained backbone ends in 4 + C numbers: four for the box, one score per class. Training "
-            "adds an L1 loss on the box to a cross-entropy loss on the class."
+            "A backbone ends in 4 + C numbers: four for the box, one score per class. Training adds an L1 "
+            "loss on the box to a cross-entropy loss on the class."
         )
-        if largest is None:
+        if k is None:
             st.info("This image has no objects, so this model has nothing to learn from it.")
         else:
-            box = picture.boxes[largest]
             w, h = picture.image.size
-            share = float((box[2] - box[0]) * (box[3] - box[1])) / (w * h)
-            st.metric("Target class", picture.classes[int(picture.labels[largest])])
-            st.markdown(f"Target box (px): {', '.join(f'{v:.0f}' for v in box.tolist())}, "
+            share = float((target[2] - target[0]) * (target[3] - target[1])) / (w * h)
+            st.metric("Target class", picture.classes[int(picture.labels[k])])
+            st.markdown(f"Target box (px): {', '.join(f'{v:.0f}' for v in target.tolist())}, "
                         f"{share:.0%} of the image.")  # fmt: skip
+        chosen = ladder.stage_model(stage, picture, keys.LESSON_MODEL + stage.file)
+        guess = chosen[1].predict([picture.image])[0] if chosen else None
+        if guess is not None:
+            st.metric("The model says", f"{picture.classes[guess.label]} ({guess.score:.0%})")
+            if k is not None:
+                iou = float(paired_iou(guess.box[None], target[None])[0])
+                right_class = guess.label == int(picture.labels[k])
+                st.metric("IoU of its box with the target box", f"{iou:.2f}")
+                verdict = ("Right: the class and the box (IoU 0.5 or more)." if right_class and iou >= 0.5 else
+                           f"Right class, but the box is off (IoU {iou:.2f} < 0.5)." if right_class else
+                           f"Wrong: it says {picture.classes[guess.label]}; the largest object is a "
+                           f"{picture.classes[int(picture.labels[k])]}.")  # fmt: skip
+                (st.success if right_class and iou >= 0.5 else st.error)(verdict)
         st.caption("Its weakness: one object per image. The next stages lift that.")
     with figure:
-        st.plotly_chart(ground_truth_figure(picture.image, picture.boxes, picture.labels, picture.classes,
-                                            emphasis=largest, height=HEIGHT, encode=image_uri), key="lesson-largest")  # fmt: skip
+        if guess is not None:
+            fig = largest_object_figure(picture.image, target, None if k is None else int(picture.labels[k]), guess.box,
+                                        guess.label, guess.score, picture.classes, HEIGHT, encode=image_uri)  # fmt: skip
+        else:
+            fig = ground_truth_figure(picture.image, picture.boxes, picture.labels, picture.classes, emphasis=k,
+                                      height=HEIGHT, encode=image_uri)  # fmt: skip
+        st.plotly_chart(fig, key="lesson-largest")
+    if chosen:
+        _largest_on_val(chosen[1])
+    ladder.train_stage_now(stage, picture)
+
+
+def _largest_on_val(model) -> None:
+    val = ladder.val_index()
+    result = ladder.scored("largest", model, val) if val else None
+    if result is None:
+        return
+    s = result.scores
+    printed = LESSON_PRINTED["lesson_largest.pt"]
+    m = st.columns(3)
+    m[0].metric(f"Class accuracy on {s.count} {val.split} images", f"{s.accuracy:.3f}",
+                help=f"The lesson printed {printed['accuracy']:.3f} on Pascal VOC (pretrained ResNet34).")  # fmt: skip
+    m[1].metric("Mean IoU with the target box", f"{s.mean_iou:.3f}")
+    m[2].metric("Box L1 (image units)", f"{s.l1:.3f}",
+                help=f"The lesson printed {printed['l1_pixels']:g} px at {printed['input']} px input, "
+                     f"{printed['l1_pixels'] / printed['input']:.3f} in image units.")  # fmt: skip
+    st.caption(f"The lesson printed accuracy {printed['accuracy']:.3f} and L1 {printed['l1_pixels']:g} px "
+               f"({printed['l1_pixels'] / printed['input']:.3f} of the image) on Pascal VOC.")  # fmt: skip
+    worst = sorted(range(s.count), key=lambda i: (bool(s.correct[i]), float(s.iou[i])))[:GALLERY]
+    st.markdown(f"**Its worst {val.split} images** (wrong class first, then the lowest IoU): dashed, the model's "
+                "box; solid, every object. Most hold several objects of similar size: which one is *the largest* "
+                "is a close call.")  # fmt: skip
+    columns = st.columns(GALLERY)
+    index = val.index
+    for column, i in zip(columns, worst, strict=False):
+        record = index[result.positions[i]]
+        box = to_pixel_boxes(result.boxes[i][None], record.width, record.height)
+        boxes = torch.cat([record.boxes, box])
+        labels = torch.cat([record.labels, result.labels[i][None]])
+        dashed = torch.cat([torch.zeros(len(record.labels), dtype=torch.bool), torch.ones(1, dtype=torch.bool)])
+        thumb = record_thumbnail(record, 200, boxes, labels, dashed)
+        if thumb is not None:
+            column.image(thumb, width="stretch")
+        said = index.classes[int(result.labels[i])]
+        column.caption(f"{record.image_id}: {record.num_objects} objects; says {said}, IoU {float(s.iou[i]):.2f}")
 
 
 def _multilabel(picture: ui.Picture, text, figure) -> None:
+    stage = BY_FILE["lesson_multilabel.pt"]
     target = multilabel_target(picture.labels, len(picture.classes))
     with text:
         st.markdown(
@@ -92,13 +166,44 @@ def _multilabel(picture: ui.Picture, text, figure) -> None:
             "*and* a person. Still no boxes, and two dogs look like one."
         )
         st.metric("Classes present", f"{int(target.sum())} of {len(picture.classes)}")
+        chosen = ladder.stage_model(stage, picture, keys.LESSON_MODEL + stage.file)
+        threshold = st.slider("Threshold", 0.05, 0.95, 0.5, 0.05, key=keys.LESSON_ML_THRESHOLD,
+                              help="A class counts as present when its probability is at least this.")  # fmt: skip
     with figure:
-        st.plotly_chart(multilabel_figure(picture.classes, target), key="lesson-multilabel")
+        if chosen:
+            probabilities = chosen[1].predict([picture.image])[0]
+            st.plotly_chart(class_probability_figure(picture.classes, probabilities, target, threshold),
+                            key="lesson-multilabel-probabilities")  # fmt: skip
+            said = {picture.classes[c] for c in torch.nonzero(probabilities >= threshold).flatten().tolist()}
+            truth = {picture.classes[c] for c in torch.nonzero(target).flatten().tolist()}
+            (st.success if said == truth else st.warning)(
+                "It names exactly the classes in the image." if said == truth else
+                f"Missed: {', '.join(sorted(truth - said)) or 'none'}; wrongly named: {', '.join(sorted(said - truth)) or 'none'}."
+            )  # fmt: skip
+        else:
+            st.plotly_chart(multilabel_figure(picture.classes, target), key="lesson-multilabel")
         st.plotly_chart(ground_truth_figure(picture.image, picture.boxes, picture.labels, picture.classes,
-                                            height=HEIGHT - 120, encode=image_uri), key="lesson-multilabel-image")  # fmt: skip
+                                            height=HEIGHT - 160, encode=image_uri), key="lesson-multilabel-image")  # fmt: skip
+    if chosen:
+        val = ladder.val_index()
+        probs = ladder.scored("multilabel", chosen[1], val) if val else None
+        if probs is not None:
+            s = multilabel_scores(*probs, threshold)
+            m = st.columns(4)
+            m[0].metric(f"Micro F1 on {len(probs[0])} {val.split} images", f"{s.f1:.3f}")
+            m[1].metric("Precision", f"{s.precision:.3f}")
+            m[2].metric("Recall", f"{s.recall:.3f}")
+            printed = LESSON_PRINTED["lesson_multilabel.pt"]["accuracy"]
+            m[3].metric(
+                "Per-class accuracy", f"{s.accuracy:.3f}", help=f"The number the lesson printed: {printed:.4f}."
+            )
+            st.caption(f"At threshold {threshold:g}. The lesson printed only the per-class accuracy, {printed:.4f} on "
+                       "Pascal VOC; with most classes absent from most images, accuracy flatters: F1 does not.")  # fmt: skip
+    ladder.train_stage_now(stage, picture)
 
 
 def _grid(picture: ui.Picture, text, figure) -> None:
+    stage = BY_FILE["lesson_4x4_bce.pt"]
     anchors = ui.anchors_of(PRESETS["lesson_4x4"])
     outputs = len(picture.classes) + 1 + 4
     with text:
@@ -108,14 +213,49 @@ def _grid(picture: ui.Picture, text, figure) -> None:
             "its *anchor*. The head is a stride-2 convolution down to 4x4 with "
             f"{outputs} = {len(picture.classes)} + 1 + 4 channels."
         )
-        st.metric("Anchors", len(anchors), help="4 x 4 cells, one square each")
-        st.metric("Numbers the head predicts", f"{len(anchors) * outputs:,}", help=f"{len(anchors)} x {outputs}")
-        mode = st.radio("Draw", ["grid", "level"], format_func={"grid": "grid lines", "level": "the 16 anchors"}.get,
-                        horizontal=True, key=keys.LESSON_GRID_MODE)  # fmt: skip
+        m = st.columns(2)
+        m[0].metric("Anchors", len(anchors), help="4 x 4 cells, one square each")
+        m[1].metric("Numbers the head predicts", f"{len(anchors) * outputs:,}", help=f"{len(anchors)} x {outputs}")
+        chosen = ladder.stage_model(stage, picture, keys.LESSON_MODEL + stage.file)
+        if chosen:
+            score = st.slider("Score threshold", 0.05, 0.95, 0.3, 0.05, key=keys.LESSON_GRID_SCORE)
+            detector = chosen[1]
+            (found,) = detector.detect([picture.image], score, return_trace=True)
+            report = grid_report(detector.anchors.to("cpu"), ladder.as_normalized(found.boxes, picture),
+                                        found.labels, found.anchor, picture.normalized, picture.labels)  # fmt: skip
+            st.markdown(f"**{len(report.fired)}** of 16 cells fired (shaded); it found **{int(report.found.sum())}** "
+                        f"of {len(report.found)} objects.")  # fmt: skip
+            _misses(picture, report)
+            val_map(detector, "4x4 model")
+        else:
+            mode = st.radio("Draw", ["grid", "level"], format_func={"grid": "grid lines", "level": "the 16 anchors"}.get,
+                            horizontal=True, key=keys.LESSON_GRID_MODE)  # fmt: skip
     with figure:
-        st.plotly_chart(anchor_overlay_figure(picture.image, anchors, mode, gt_boxes=picture.boxes,
-                                              gt_labels=picture.labels, class_names=picture.classes, height=HEIGHT,
-                                              encode=image_uri), key="lesson-grid")  # fmt: skip
+        if chosen:
+            fig = grid_detections_figure(picture.image, 4, found.trace, report.fired, detector.classes, picture.boxes,
+                                         picture.labels, ~report.found, HEIGHT, encode=image_uri)  # fmt: skip
+        else:
+            fig = anchor_overlay_figure(picture.image, anchors, mode, gt_boxes=picture.boxes, gt_labels=picture.labels,
+                                        class_names=picture.classes, height=HEIGHT, encode=image_uri)  # fmt: skip
+        st.plotly_chart(fig, key="lesson-grid")
+    ladder.train_stage_now(stage, picture)
+
+
+WHY = {
+    "small": "small: its best anchor overlaps it by only {iou:.2f}; a cell's one square is a quarter of the image",
+    "shares a cell": "shares a cell with another object, and each cell predicts one object",
+    "box or class off": "its cell had a fitting anchor (IoU {iou:.2f}), but the model got the box or class wrong",
+}
+
+
+def _misses(picture: ui.Picture, report) -> None:
+    lines = [
+        f"- {picture.classes[int(picture.labels[k])]} #{k + 1}: " + WHY[r].format(iou=float(report.best_anchor_iou[k]))
+        for k, r in enumerate(report.reasons)
+        if r
+    ]
+    if lines:
+        st.markdown("**What it misses** (thick dashes):\n" + "\n".join(lines))
 
 
 def _matching(picture: ui.Picture, text, figure) -> None:
@@ -130,6 +270,8 @@ def _matching(picture: ui.Picture, text, figure) -> None:
         match = match_anchors(picture.normalized, anchors.boxes, threshold)
         forced, positive = int(match.forced.sum()), int(match.positive.sum())
         st.markdown(f"**{positive}** positive anchors ({forced} forced), **{len(anchors) - positive}** background.")
+        if picture.name == ui.LESSON_EXAMPLE:
+            ui.lesson_numbers(match, threshold)
         st.page_link(
             "pages/matching.py", label="Click through the rule on the Matching page", icon=":material/join_inner:"
         )
@@ -163,12 +305,13 @@ def _multiscale(picture: ui.Picture, text, figure) -> None:
                                               positive=match.positive, best_gt=match.best_gt, height=HEIGHT,
                                               encode=image_uri),
                         key="lesson-multiscale")  # fmt: skip
+    compare_stage(picture, ("lesson_4x4_bce.pt", "lesson_multiscale_bce.pt"), losses=False)
 
 
 def _losses(picture: ui.Picture, text, figure) -> None:
     with text:
         st.markdown(
-            "Of 189 anchors a handful are positive. With **binary cross-entropy** every confident "
+            "Of the 189 anchors a handful are positive. With **binary cross-entropy** every confident "
             "background anchor still costs a little, and together they outweigh the few objects. "
             "**Focal loss** multiplies each element's BCE by (1 - p_t)^gamma: an element already right "
             "with p_t = 0.9 costs 100 times less at gamma = 2."
@@ -183,35 +326,7 @@ def _losses(picture: ui.Picture, text, figure) -> None:
             {"BCE": (p, loss_curve(p, "bce")), f"focal gamma={gamma:g}": (p, loss_curve(p, "focal", None, gamma))},
             {f"(1 - p_t)^{gamma:g}": (p, (1 - p) ** gamma)},
         ), key="lesson-losses")  # fmt: skip
-
-
-def _nms(picture: ui.Picture, text, figure) -> None:
-    checkpoints = ui.shipped_checkpoints()
-    with text:
-        st.markdown(
-            "A trained model fires several anchors on the same object. **Non-maximum suppression** keeps "
-            "the best-scoring box of each class and drops any box of that class overlapping it by more than "
-            "an IoU limit; then the next best left, and so on."
-        )
-        if not checkpoints:
-            st.info("No trained model is shipped yet (`make demo-checkpoint`), so there are no predictions to show.")
-            return
-        detector = ui.detector_of(next(iter(checkpoints.values())))
-        if detector is None:
-            return
-        problems = compatibility_problems(detector.info, class_names=picture.classes)
-        if problems:
-            st.warning(f"The shipped model does not know this dataset's classes ({'; '.join(problems)}).")
-            return
-        nms_iou = st.slider("NMS IoU limit", 0.1, 1.0, 0.45, 0.05, key=keys.LESSON_NMS)
-        score = st.slider("Score threshold", 0.05, 0.95, 0.3, 0.05, key=keys.LESSON_SCORE)
-        (detections,) = detector.detect([picture.image], score, nms_iou, return_trace=True)
-        trace = detections.trace
-        kept, gone = int((trace.status == KEPT).sum()), int((trace.status == SUPPRESSED).sum())
-        st.markdown(f"**{len(trace.status)}** boxes score above {score:g}; NMS keeps **{kept}** and drops {gone}.")
-    with figure:
-        st.plotly_chart(detections_figure(picture.image, trace, detector.classes, gt_boxes=picture.boxes,
-                                          height=HEIGHT, encode=image_uri), key="lesson-nms-figure")  # fmt: skip
+    compare_stage(picture, ("lesson_multiscale_bce.pt", "lesson_multiscale_focal.pt"), losses=True)
 
 
 main()

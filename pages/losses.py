@@ -16,12 +16,15 @@ ui.ensure_entrypoint()
 OTHER_GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)  # RetinaNet's figure 1
 VIEWS = ("class loss", "box loss", "class + box")  # also the URL values of ?lossview=
 SYNTHETIC = "synthetic logits"
+# the first choice: focal-trained (the caption's story), the lesson's 189 anchors before SSD300's
+DEFAULT_SOURCES = ("lesson_multiscale_focal.pt", "demo_focal.pt")
 
 
 def main() -> None:
     st.title("Losses")
-    st.caption("Almost every anchor is background. BCE lets those many easy negatives add up to most of the "
-               "loss; focal loss turns each one down by (1 - p_t)^gamma, so the hard anchors drive training.")  # fmt: skip
+    st.caption("Almost every anchor is background. Under BCE those many easy negatives can add up to much of "
+               "the loss; focal loss turns each one down by (1 - p_t)^gamma, so the hard anchors drive training. "
+               "Below: how much, for a model's predictions on one image.")  # fmt: skip
     c1, c2 = st.columns(2)
     alpha = c1.slider("alpha (weight of the object class; background gets 1 - alpha)", 0.05, 0.95, 0.25, 0.05,
                       key=keys.ALPHA, bind="query-params")  # fmt: skip
@@ -56,11 +59,13 @@ def _curves(alpha: float, gamma: float) -> None:
 def _on_predictions(alpha: float, gamma: float) -> None:
     st.subheader("Where the loss comes from, anchor by anchor")
     index = ui.current_index()
-    checkpoints = ui.shipped_checkpoints()
+    checkpoints = ui.shipped_detectors()
     sources = [*checkpoints, SYNTHETIC]
+    first = next((sources.index(name) for name in DEFAULT_SOURCES if name in sources), 0)
     c1, c2 = st.columns([1, 2])
-    source = c1.selectbox("Predictions from", sources, key=keys.CHECKPOINT, bind="query-params",
-                          help="A checkpoint shipped in checkpoints/, or made-up logits of a chosen confidence.")  # fmt: skip
+    source = c1.selectbox("Predictions from", sources, index=first, key=keys.CHECKPOINT, bind="query-params",
+                          help="A detector shipped in checkpoints/ (a focal-trained one first), or made-up "
+                               "logits of a chosen confidence.")  # fmt: skip
     if not checkpoints:
         st.info("No checkpoint is shipped yet (`make demo-checkpoint` trains them): only synthetic logits, "
                 "which are made up, not a model's predictions.")  # fmt: skip
@@ -97,10 +102,7 @@ def _on_predictions(alpha: float, gamma: float) -> None:
         name: {"box": b.box, "positives": b.positive_cls, "hard negatives": b.hard_negative_cls,
                "easy negatives": b.easy_negative_cls} for name, b in parts.items()
     }), key="loss-shares")  # fmt: skip
-    b = parts["BCE"]
-    st.caption(f"Easy negatives: background anchors with p_t above {EASY_P_T:g} ({b.easy_negatives:,} here); hard "
-               f"negatives: the other {b.hard_negatives:,} background anchors; {b.positives} positives. "
-               f"Matching threshold {DEFAULT_IOU_THRESHOLD:g}, as in training.")  # fmt: skip
+    st.caption(_shares_text(source, detector, len(anchors), parts))
 
     c1, c2 = st.columns([2, 1])
     view = c1.radio("Show", VIEWS, key=keys.LOSS_VIEW, bind="query-params", horizontal=True)
@@ -118,6 +120,22 @@ def _on_predictions(alpha: float, gamma: float) -> None:
         column.plotly_chart(fig, key=f"loss-map-{name}")
     st.markdown("**How sure the predictions are** (the same for both losses)")
     st.plotly_chart(p_t_histogram(bce.p_t[0], bce.positive[0]), key="p-t-histogram")
+
+
+def _shares_text(source: str, detector, num_anchors: int, parts: dict) -> str:
+    """What the loss-share bars say, in words and in this image's numbers."""
+    b = parts["BCE"]
+    easy = {name: p.easy_negative_cls / p.total if p.total > 0 else 0.0 for name, p in parts.items()}
+    trained = detector.info.training.get("loss") if detector is not None else None
+    who = f"{source} (trained with {trained})" if trained else source
+    text = (f"{who}: of its {num_anchors:,} anchors on this image, {b.positives:,} are positive (matching IoU "
+            f"{DEFAULT_IOU_THRESHOLD:g}, as in training), {b.easy_negatives:,} are easy negatives (background, "
+            f"p_t above {EASY_P_T:g}) and {b.hard_negatives:,} hard negatives. The easy negatives make "
+            f"{easy['BCE']:.1%} of the BCE loss and {easy['focal']:.1%} of the focal loss.")  # fmt: skip
+    if trained == "bce":
+        text += (" Trained with BCE, a model pushes its negatives' p_t towards 1, so they weigh little even "
+                 "under BCE: a focal-trained model leaves them less sure, and BCE would weigh them more.")  # fmt: skip
+    return text
 
 
 def _outputs(detector, picture: ui.Picture):

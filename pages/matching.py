@@ -182,19 +182,7 @@ def _lesson_check(match, name: str, threshold: float) -> None:
         if name != "lesson_4x4":
             st.info("The lesson's numbers are for its 4x4 grid of 16 anchors: choose the lesson_4x4 anchors.")
             return
-        best = [round(v, 4) for v in match.iou.max(1).values.tolist()]
-        positives = torch.nonzero(match.positive).flatten().tolist()
-        st.markdown(f"Best IoU per object here: {best}; the lesson printed {list(ui.LESSON_BEST_IOU)}.  \n"
-                    f"Positive anchors here: {positives}; the lesson printed {list(ui.LESSON_POSITIVES)} "
-                    f"(with threshold 0.5; this page uses {threshold:g}).")  # fmt: skip
-        same = positives == list(ui.LESSON_POSITIVES) and all(
-            abs(a - b) < 1e-3 for a, b in zip(best, ui.LESSON_BEST_IOU, strict=True)
-        )
-        (st.success if same else st.warning)(
-            "The same as the lesson."
-            if same
-            else "Different from the lesson's numbers at this threshold (it used 0.5)."
-        )
+        ui.lesson_numbers(match, threshold)
 
 
 main()

@@ -11,13 +11,13 @@ import torch
 
 from detviz.boxes import to_pixel_boxes
 from detviz.codes import DETECTION_OUTCOMES, NMSDecision, Outcome
-from detviz.evaluate import coco_results, scale_flat, voc_map
+from detviz.evaluate import coco_results, compare_image, mean_ap, scale_flat, voc_map
 from detviz.explain import clicked_anchor, nms_decision, nms_decision_label, trace_of_classes
 from detviz.figures import class_scores_figure, detections_figure, pr_curves_figure
 from detviz.inference import NonFiniteOutputs, to_pixels
 from detviz.postprocess import postprocess
 from pages import ui
-from pages.ui import keys
+from pages.ui import keys, scoring
 from pages.ui.cache import image_uri
 from pages.ui.live import live_set
 from pages.ui.widgets import LIVE_FLOOR
@@ -29,16 +29,17 @@ def main() -> None:
     st.title("Predictions & NMS")
     st.caption("Move the thresholds and watch this image's detections, NMS's decisions and the dataset's mAP "
                "change together. Green: true positive, red: false positive, orange: duplicate, pink dashes: "
-               "objects nobody found.")  # fmt: skip
+               "objects nobody found. Compare with: a second model, side by side.")  # fmt: skip
     index = ui.current_index()
-    top = st.columns([2, 3, 2, 1.3], vertical_alignment="bottom")
+    top = st.columns([1.7, 1.7, 2.4, 1.7, 1.4], vertical_alignment="bottom")
     picked = ui.checkpoint_picker(top[0])
-    with top[1]:
+    picked_b = scoring.compare_picker(top[1])
+    with top[2]:
         picture = ui.pick_picture(index)
-    limit = ui.subset_picker(top[2])
-    ui.share_link(top[3])
+    limit = ui.subset_picker(top[3])
+    ui.share_link(top[4])
     if picked is None:
-        if not ui.shipped_checkpoints():
+        if not ui.shipped_detectors():
             st.info("No checkpoint yet: train one on the Train page, or upload one.")
         return
     name, path = picked
@@ -46,16 +47,30 @@ def main() -> None:
     if detector is None or picture is None:
         return
     scored = index is not None and ui.fits_dataset(detector, index, name)
+    model_b = scoring.second_model(picked_b, name, path, index) if scored else None
+    if picked_b is not None and not scored:
+        st.info("Compare with: a comparison scores both models on this dataset's ground truth, so A must predict "
+                "its classes.")  # fmt: skip
+    if scored:
+        scoring.warn_if_training_split(detector, *([model_b.detector] if model_b else []))
     classes = list(detector.classes)
-    score, nms, max_dets, eval_iou, only = ui.threshold_sliders(classes)
+    thresholds = ui.threshold_sliders(classes)
+    score, nms, max_dets, eval_iou, only = thresholds
 
     try:
-        trace, outcome, missed, gt_keep = _detections(
-            detector, path, picture, score, nms, max_dets, eval_iou, only, scored
-        )
+        trace, outcome, missed, gt_keep = _detections(detector, path, picture, *thresholds, scored)
     except NonFiniteOutputs as e:  # a checkpoint with NaN weights loads, but predicts nothing
         st.error(ui.model_error(e, path, name))
         return
+    if model_b is not None:
+        try:
+            seen_b = _detections(model_b.detector, model_b.path, picture, *thresholds, True)
+        except NonFiniteOutputs as e:
+            st.error(f"Compare with: {ui.model_error(e, model_b.path, model_b.name)} Showing {name} alone.")
+        else:
+            a = scoring.Model(name, path, detector)
+            _compare((a, model_b), ((trace, outcome, missed, gt_keep), seen_b), picture, limit, thresholds, classes)
+            return
     left, right = st.columns([3, 2])
     with left:
         step = _step_slider(trace, classes)
@@ -74,6 +89,59 @@ def main() -> None:
             st.info("No live mAP: the checkpoint's classes are not the dataset's.")
     if trace.status.numel():
         _candidates(detector, path, picture, trace, outcome, classes, step)
+
+
+def _compare(models, seen, picture, limit, thresholds, classes) -> None:
+    """Models A and B side by side on the image (each with its counts and live mAP), then what
+    differs. seen: per model, what `_detections` returned."""
+    eval_iou, only = thresholds[3:]
+    scoring.swap_button()
+    lives = [_live_result(model.path, limit, thresholds, model.name) for model in models]
+    values = [mean_ap(found[1].ap, only or None) if found else math.nan for found in lives]
+    for side, column in enumerate(st.columns(2)):
+        model, (trace, outcome, missed, gt_keep), found = models[side], seen[side], lives[side]
+        tag = "AB"[side]
+        with column:
+            st.subheader(f"{tag}: {model.name}")
+            st.caption(model.summary)
+            fig = detections_figure(
+                picture.image, trace, classes, show_suppressed=False, gt_boxes=picture.boxes[gt_keep],
+                gt_labels=picture.labels[gt_keep], outcome=outcome, missed=missed[gt_keep], height=480, encode=image_uri,
+            )  # fmt: skip
+            ui.show_figure(fig, f"{keys.DETECTIONS_CHART}-{tag.lower()}")
+            _image_metrics(trace, outcome, missed, True)
+            if found is None:
+                continue
+            change = values[1] - values[0] if side == 1 else math.nan
+            st.metric(
+                f"Live {scoring.map_label(eval_iou)} on {len(found[0].index)} images, {tag}", scoring.map_text(values[side]),
+                None if math.isnan(change) else f"{change:+.3f} vs A", help=found[1].describe() + " Averaged over "
+                "the classes shown.",
+            )  # fmt: skip
+    _differences(models, seen, picture, classes)
+    st.caption("NMS step by step and each candidate's details: set Compare with to none (Swap A and B first to "
+               "look into B). Evaluate compares the two per class and per kind of error.")  # fmt: skip
+
+
+def _differences(models, seen, picture, classes) -> None:
+    """Per class: objects, each model's detections and the objects each found; who found what alone."""
+    st.subheader("What differs on this image")
+    (trace_a, _, missed_a, gt_keep), (trace_b, _, missed_b, _) = seen
+    counted = gt_keep & ~picture.difficult
+    kept_a, kept_b = (t.labels[t.status == NMSDecision.KEPT] for t in (trace_a, trace_b))
+    diff = compare_image(picture.labels, counted, kept_a, ~missed_a & counted, kept_b, ~missed_b & counted,
+                         len(classes))  # fmt: skip
+    table = pd.DataFrame({
+        "class": classes, "objects": diff.objects.numpy(), "detections A": diff.detections_a.numpy(),
+        "detections B": diff.detections_b.numpy(), "found A": diff.found_a.numpy(), "found B": diff.found_b.numpy(),
+    })  # fmt: skip
+    shown = (table.drop(columns="class").to_numpy() > 0).any(1)
+    st.caption(f"Per class: objects (difficult ones not counted), each model's detections and the objects each "
+               f"found. A: {models[0].name}, B: {models[1].name}.")  # fmt: skip
+    st.dataframe(table[shown], hide_index=True)
+    for tag, only in (("A", diff.only_a), ("B", diff.only_b)):
+        found = [f"{classes[int(picture.labels[i])]} (object {i})" for i in torch.nonzero(only).flatten().tolist()]
+        st.markdown(f"- Found by {tag} only: {', '.join(found) if found else 'nothing'}")
 
 
 def _detections(detector, path, picture, score, nms, max_dets, eval_iou, only, scored):
@@ -124,19 +192,28 @@ def _pick_from_figure() -> None:
     st.session_state[keys.SELECTED] = clicked_anchor(points, 1 << 30)
 
 
-def _live_map(path, limit, score, nms, max_dets, eval_iou, only, classes) -> None:
-    live = live_set(path, limit)
+def _live_result(path, limit, thresholds, name=None):
+    """(the live set, its VOC result at the thresholds, headline definition), or None (shown why)."""
+    score, nms, max_dets, eval_iou, _ = thresholds
+    live = live_set(path, limit, name)
     if live is None:
+        return None
+    return live, live.sweep.evaluate(score, nms, max_dets, eval_iou, scoring.MAP_METHOD)
+
+
+def _live_map(path, limit, score, nms, max_dets, eval_iou, only, classes) -> None:
+    found = _live_result(path, limit, (score, nms, max_dets, eval_iou, only))
+    if found is None:
         return
-    result = live.sweep.evaluate(score, nms, max_dets, eval_iou, "11point")
-    reference = live.sweep.evaluate(LIVE_FLOOR, 0.45, 100, eval_iou, "11point")
+    live, result = found
+    reference = live.sweep.evaluate(LIVE_FLOOR, 0.45, 100, eval_iou, scoring.MAP_METHOD)
     chosen = only or list(range(len(classes)))
-    value, base = _mean(result.ap[chosen]), _mean(reference.ap[chosen])
+    value, base = mean_ap(result.ap, chosen), mean_ap(reference.ap, chosen)
     st.metric(
-        f"Live mAP@{eval_iou:g} on {len(live.index)} images",
-        _map_text(value),
+        f"Live {scoring.map_label(eval_iou)} on {len(live.index)} images",
+        scoring.map_text(value),
         None if math.isnan(value) or math.isnan(base) else f"{value - base:+.3f} vs score 0.01, NMS 0.45",
-        delta_color="normal", help="VOC07 11-point AP, difficult objects ignored, averaged over the classes shown.",
+        delta_color="normal", help=result.describe() + " Averaged over the classes shown.",
     )  # fmt: skip
     curves = {classes[c]: result.curves[c] for c in chosen if result.num_gt[c] > 0}
     ui.show_figure(pr_curves_figure(curves, height=360, title="Precision-recall at these thresholds"), "pr-curves")
@@ -147,18 +224,6 @@ def _live_map(path, limit, score, nms, max_dets, eval_iou, only, classes) -> Non
         file_name="detections.json", mime="application/json", on_click="ignore", icon=":material/download:",
         help="These images' detections at the current thresholds, in COCO's results format (pixels).",
     )  # fmt: skip
-
-
-def _map_text(value: float) -> str:
-    """mAP with 3 decimals; a barely trained model's tiny one with 2 significant digits (not 0.000)."""
-    if math.isnan(value):
-        return "–"
-    return f"{value:.3f}" if value >= 0.01 or value == 0 else f"{value:.2g}"
-
-
-def _mean(ap: torch.Tensor) -> float:
-    valid = ap[~torch.isnan(ap)]
-    return float(valid.mean()) if valid.numel() else math.nan
 
 
 def _coco_json(live, score, nms, max_dets) -> str:

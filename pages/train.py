@@ -41,6 +41,7 @@ from detviz.train.report import (
 from detviz.train.runs import NAME_PATTERN, launch_problems, list_runs, poll_interval
 from pages import ui
 from pages.ui import data, keys
+from pages.ui.snapshots import epoch_scrubber
 
 ui.ensure_entrypoint()
 
@@ -428,6 +429,8 @@ def _show_training(run: RunFolder, status: RunStatus, state: str) -> None:
             table = pd.DataFrame(epochs).drop(columns=["kind", "time", "step"], errors="ignore")
             table["epoch"] = table["epoch"] + 1
             right.dataframe(table, hide_index=True)
+    st.markdown("**Watch it learn**", help="The model's predictions on a few fixed images after each epoch.")
+    epoch_scrubber(run.path, f"{keys.TRAIN_SNAPSHOTS}{name}")
     finder = run.lr_find()
     if finder is not None:
         with st.expander(f"Learning-rate finder (this run picked {finder.suggestion:.2g} with it)"):

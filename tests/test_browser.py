@@ -264,9 +264,25 @@ def test_train_a_run_then_open_it_and_move_nms(page, server: str, shots: Path) -
     _no_exception(page)
     page.screenshot(path=str(shots / "11-train-finished.png"), full_page=True)
 
+    # scrub the epoch snapshots: the figure's title follows the slider
+    title = page.get_by_text(re.compile(r"^Epoch 2"))
+    expect(title.first).to_be_visible(timeout=WAIT_MS)  # the newest epoch by default
+    epoch = page.locator('[data-testid="stSlider"]').filter(has_text="Epoch").get_by_role("slider")
+    epoch.focus()
+    page.keyboard.press("Home")
+    expect(page.get_by_text(re.compile(r"^Epoch 1")).first).to_be_visible(timeout=WAIT_MS)
+    _settled(page)
+    _no_exception(page)
+    page.screenshot(path=str(shots / "11b-train-scrubbed.png"), full_page=True)
+
     link.click()
     page.get_by_role("heading", name="Predictions & NMS").wait_for(timeout=WAIT_MS)
     assert "ckpt=run%3Abrowser-run" in page.url or "ckpt=run:browser-run" in page.url
+    # two epochs on 24 images find nothing on the 8 val images (mAP 0 at any NMS): score the
+    # training images, which the page says loudly
+    page.goto(page.url + "&split=train")
+    page.get_by_role("heading", name="Predictions & NMS").wait_for(timeout=WAIT_MS)
+    expect(page.get_by_text("training images the model saw").first).to_be_visible(timeout=WAIT_MS)
     live = page.locator('[data-testid="stMetric"]').filter(has_text="Live mAP@")
     live.wait_for(timeout=WAIT_MS)
     _settled(page)
@@ -281,3 +297,45 @@ def test_train_a_run_then_open_it_and_move_nms(page, server: str, shots: Path) -
     assert "nms=1" in page.url
     _no_exception(page)
     page.screenshot(path=str(shots / "13-predictions-after.png"), full_page=True)
+
+    # A/B: the run's model against the shipped focal one, side by side, both in the link
+    compare = page.locator('[data-testid="stSelectbox"]').filter(has_text="Compare with")
+    compare.click()
+    page.keyboard.type("demo_focal.pt")
+    page.keyboard.press("Enter")
+    _settled(page)
+    expect(page.get_by_text("demo_focal.pt").first).to_be_visible(timeout=WAIT_MS)
+    assert "ckpt_b=demo_focal.pt" in page.url
+    assert page.locator('[data-testid="stMetric"]').filter(has_text="Live mAP@").count() == 2
+    _no_exception(page)
+    page.screenshot(path=str(shots / "14-predictions-ab.png"), full_page=True)
+
+
+LESSON_SIGNS = (  # what each stage shows once its shipped model ran (stage 4 needs no model)
+    "The model says",
+    "Micro F1 on",
+    "cells fired",
+    "positive anchors",
+    "lesson_multiscale_bce.pt: mAP@0.5 on",
+    "of its class loss on this image",
+    "NMS keeps",
+    "The lesson (Pascal VOC",
+)
+
+
+def test_lesson_walk_through_every_stage_and_the_ladder(page, server: str, shots: Path) -> None:
+    """The walkthrough on the shipped ladder in a real browser: Next through the seven stages and
+    the ladder summary, each showing its trained model's numbers, none raising."""
+    page.goto(f"{server}/lesson?image=000001")
+    page.get_by_role("heading", name="Lesson walkthrough").wait_for(timeout=WAIT_MS)
+    _settled(page)
+    for k, sign in enumerate(LESSON_SIGNS):
+        expect(page.get_by_text(sign).first).to_be_visible(timeout=WAIT_MS)
+        _settled(page)
+        _no_exception(page)
+        assert f"stage={k + 1}" in page.url or k in (0, len(LESSON_SIGNS) - 1)  # the first is the default
+        page.screenshot(path=str(shots / f"20-lesson-{k + 1}.png"), full_page=True)
+        if k < len(LESSON_SIGNS) - 1:
+            page.get_by_role("button", name="Next").click()
+            _settled(page)
+    assert "stage=The+ladder" in page.url or "stage=The%20ladder" in page.url

@@ -345,7 +345,8 @@ def test_detections_coloured_by_outcome_with_missed_objects() -> None:
     assert _traces(fig, "TP")[0].line.color == Outcome.TP.colour
     assert _traces(fig, "FP")[0].line.color == Outcome.FP.colour
     assert _gaps(_traces(fig, "missed object")[0]) == 1 and _traces(fig, "missed object")[0].line.color == MISSED_COLOR
-    assert [a.text for a in fig.layout.annotations] == ["missed cat", "dog 0.90", "bird 0.70"]
+    texts = [a.text for a in fig.layout.annotations]
+    assert texts == ["missed cat", "dog 0.90", "bird 0.70", "1 box over the max-detections limit not drawn"]
     markers = fig.data[-1]
     assert list(markers.customdata) == [0, 1, 2]  # the over-the-limit candidate is not drawn
     assert markers.text[0].endswith("kept: TP")
@@ -361,6 +362,118 @@ def test_nms_step_through_draws_only_decided_candidates_and_links_the_suppressor
     assert link and list(link[0].x) == [32.0, 30.0]  # from candidate 1's centre to candidate 0's
     selected = detections_figure(_image(), trace, CLASSES, selected=2)
     assert _traces(selected, "candidate 2") and not _traces(selected, "suppressed by candidate 0")
+
+
+def _crowded_trace(seed: int = 0, kept: int = 3, suppressed: int = 50, over: int = 4):
+    """A trace of well-separated kept boxes (one per 30 px column) and many suppressed and
+    over-the-limit ones, scores shuffled (not in trace order), on a 200 x 100 image."""
+    from detviz.postprocess import KEPT, OVER_LIMIT, SUPPRESSED, NMSTrace
+
+    g = torch.Generator().manual_seed(seed)
+    m = kept + suppressed + over
+    status = torch.tensor([KEPT] * kept + [SUPPRESSED] * suppressed + [OVER_LIMIT] * over)[
+        torch.randperm(m, generator=g)
+    ]
+    boxes = torch.zeros(m, 4)
+    columns = torch.nonzero(status == KEPT).flatten()
+    boxes[columns] = torch.tensor([[60.0 * k + 5, 40, 60 * k + 40, 90] for k in range(kept)])
+    others = torch.nonzero(status != KEPT).flatten()
+    xy = torch.rand(len(others), 2, generator=g) * torch.tensor([150.0, 60])
+    boxes[others] = torch.cat([xy, xy + 30], 1)
+    return NMSTrace(boxes=boxes, scores=torch.rand(m, generator=g), labels=torch.randint(0, 3, (m,), generator=g),
+                    anchor=torch.arange(m), status=status,
+                    suppressed_by=torch.where(status == SUPPRESSED, columns[0], -1),
+                    suppression_iou=torch.where(status == SUPPRESSED, 0.6, 0.0))  # fmt: skip
+
+
+def _candidate_tags(fig) -> list[str]:
+    """The "class score" tags: annotations on the image (data coordinates), not the note above it."""
+    return [a.text for a in fig.layout.annotations if a.xref != "paper"]
+
+
+def _note(fig) -> str:
+    from detviz.figures.detections import NOT_DRAWN_NOTE
+
+    notes = [a.text for a in fig.layout.annotations if a.name == NOT_DRAWN_NOTE]
+    return notes[0] if notes else ""
+
+
+def test_nms_picture_tags_only_kept_boxes_and_draws_suppressed_thin() -> None:
+    """Kills: tags on suppressed boxes by default; suppressed outlines as thick as kept ones (or
+    solid); label_all not tagging the suppressed boxes."""
+    from detviz.postprocess import KEPT, SUPPRESSED
+
+    trace = _crowded_trace(kept=3, suppressed=12, over=0)
+    fig = detections_figure(_image(200, 100), trace, CLASSES)
+    kept = torch.nonzero(trace.status == KEPT).flatten().tolist()
+    expected = {f"{CLASSES[int(trace.labels[i])]} {float(trace.scores[i]):.2f}" for i in kept}
+    assert sorted(_candidate_tags(fig)) == sorted(expected) and len(_candidate_tags(fig)) == len(kept)
+    kept_widths = [t.line.width for t in fig.data if (t.name or "").endswith(": kept")]
+    thin = [t for t in fig.data if (t.name or "").endswith(": suppressed")]
+    assert kept_widths and thin and max(t.line.width for t in thin) < min(kept_widths)
+    assert {t.line.dash for t in thin} == {"dot"} and sum(_gaps(t) for t in thin) == 12
+    assert _note(fig) == ""  # nothing left out
+    every = detections_figure(_image(200, 100), trace, CLASSES, label_all=True)
+    assert len(_candidate_tags(every)) == len(kept) + int((trace.status == SUPPRESSED).sum())
+
+
+def test_nms_picture_caps_the_suppressed_boxes_and_counts_the_rest() -> None:
+    """Kills: no cap; the cap keeping the first suppressed in trace order rather than the best
+    scoring; a wrong "N more" count (or one counting undecided candidates while stepping)."""
+    from detviz.postprocess import KEPT, OVER_LIMIT, SUPPRESSED
+
+    trace = _crowded_trace(suppressed=50, over=4)
+    suppressed = torch.nonzero(trace.status == SUPPRESSED).flatten()
+    best = set(suppressed[trace.scores[suppressed].argsort(descending=True)[:30]].tolist())
+    fig = detections_figure(_image(200, 100), trace, CLASSES)
+    assert sum(_gaps(t) for t in _traces(fig, "") if (t.name or "").endswith(": suppressed")) == 30
+    drawn = {int(i) for i in fig.data[-1].customdata if int(trace.status[int(i)]) == SUPPRESSED}
+    assert drawn == best
+    assert _note(fig).split("<br>") == [
+        f"{len(suppressed) - 30} more suppressed boxes not drawn (the 30 best are)",
+        f"{int((trace.status == OVER_LIMIT).sum())} boxes over the max-detections limit not drawn",
+    ]
+    assert fig.layout.margin.t > 0  # room above the image for the note
+    five = detections_figure(_image(200, 100), trace, CLASSES, max_suppressed=5)
+    assert _note(five).startswith(f"{len(suppressed) - 5} more suppressed boxes not drawn (the 5 best are)")
+    with pytest.raises(ValueError, match="max_suppressed must be None or at least 0, got -1"):
+        detections_figure(_image(200, 100), trace, CLASSES, max_suppressed=-1)
+    none = detections_figure(_image(200, 100), trace, CLASSES, max_suppressed=0)
+    assert _note(none).startswith(f"{len(suppressed)} more suppressed boxes not drawn<br>")
+    everything = detections_figure(_image(200, 100), trace, CLASSES, max_suppressed=None)
+    assert sum(_gaps(t) for t in everything.data if (t.name or "").endswith(": suppressed")) == len(suppressed)
+    assert "suppressed" not in _note(everything)
+    upto = 45  # stepping through NMS: only the first 45 candidates are decided
+    decided = trace.status[:upto]
+    left_out, over = int((decided == SUPPRESSED).sum()) - 30, int((decided == OVER_LIMIT).sum())
+    assert left_out > 0 and left_out < len(suppressed) - 30  # the trace is built so
+    stepping = detections_figure(_image(200, 100), trace, CLASSES, upto=upto)
+    lines = [f"{left_out} more suppressed boxes not drawn (the 30 best are)"]
+    lines += [f"{over} boxes over the max-detections limit not drawn"] if over else []
+    assert _note(stepping).split("<br>") == lines
+    assert len(_candidate_tags(stepping)) == int((decided == KEPT).sum())
+
+
+def test_nms_picture_leaves_untagged_a_kept_box_whose_tag_would_cover_a_better_ones() -> None:
+    """Kills: every kept box tagged at a high NMS IoU (piled-up tags); the worse box's tag kept
+    instead of the better one's; a wrong untagged count."""
+    from detviz.postprocess import KEPT, NMSTrace
+
+    trace = NMSTrace(
+        boxes=torch.tensor([[10.0, 20, 60, 55], [11, 21, 58, 54], [10, 22, 61, 56], [140, 60, 190, 95]]),
+        scores=torch.tensor([0.7, 0.9, 0.5, 0.4]),  # the second box is the best of the pile
+        labels=torch.tensor([0, 0, 1, 2]),
+        anchor=torch.arange(4),
+        status=torch.full((4,), KEPT),
+        suppressed_by=torch.full((4,), -1),
+        suppression_iou=torch.zeros(4),
+    )
+    fig = detections_figure(_image(200, 100), trace, CLASSES)
+    assert _candidate_tags(fig) == ["cat 0.90", "bird 0.40"]
+    assert _note(fig) == "2 kept boxes without a tag, where it would cover a better one's"
+    assert len(fig.data[-1].customdata) == 4  # every kept box keeps its marker (hover, click)
+    every = detections_figure(_image(200, 100), trace, CLASSES, label_all=True)
+    assert _candidate_tags(every) == ["cat 0.90", "cat 0.70", "dog 0.50", "bird 0.40"] and _note(every) == ""
 
 
 def test_to_pixels_scales_x_by_width_and_y_by_height() -> None:

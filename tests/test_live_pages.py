@@ -66,7 +66,7 @@ def test_predictions_sliders_move_detections_and_the_live_map(shipped: Path) -> 
     assert not at.error
     before = _metrics(at)
     label, value = _live(at)
-    assert label == "Live mAP@0.5 on 8 images" and float(value) >= 0
+    assert label == "Live mAP@0.5 (VOC, all-point) on 8 images" and float(value) >= 0  # the headline's definition
     assert int(before["Detections"]) > 0 and "True positives" in before and "Missed objects" in before
     assert any(t.startswith("**candidate") for t in texts(at.markdown))  # the NMS step sentence
 
@@ -76,7 +76,7 @@ def test_predictions_sliders_move_detections_and_the_live_map(shipped: Path) -> 
     at.slider(key="maxdet").set_value(3).run()
     assert int(_metrics(at)["Detections"]) == 3
     at.slider(key="eval_iou").set_value(0.9).run()
-    assert _live(at)[0] == "Live mAP@0.9 on 8 images"
+    assert _live(at)[0] == "Live mAP@0.9 (VOC, all-point) on 8 images"
     at.slider(key="score").set_value(0.99).run()  # above every score: nothing left, nothing breaks
     assert _metrics(at)["Detections"] == "0" and any("No candidate" in t for t in texts(at.info))
 
@@ -168,14 +168,14 @@ def test_predictions_unreadable_image_counts_as_no_detections(shipped: Path, dem
     at = run_app(PREDICTIONS, data="voc", voc=str(copy), split="val")
     assert not at.exception
     assert any("could not be read" in w and first_val in w for w in texts(at.warning))
-    assert _live(at)[0] == "Live mAP@0.5 on 8 images"
+    assert _live(at)[0] == "Live mAP@0.5 (VOC, all-point) on 8 images"
 
 
 def test_evaluate_every_tab(shipped: Path) -> None:
     at = run_app(EVALUATE, split="val")
     assert not at.error
     m = _metrics(at)
-    assert m["Images"] == "8" and float(m["mAP@0.5 (all-point)"]) >= 0
+    assert m["Images"] == "8" and float(m["mAP@0.5 (VOC, all-point)"]) >= 0
     assert [t.label for t in at.tabs] == ["Per class", "Errors", "Worst images", "Metric audit", "Threshold surface"]
     per_class = at.dataframe[0].value
     assert list(per_class["class"]) == list(DEMO_CLASS_NAMES)
@@ -223,7 +223,7 @@ def test_a_missing_image_file_is_an_error_not_a_crash(shipped: Path, demo_root: 
     shutil.copytree(demo_root, copy)
     image_id = (copy / "ImageSets" / "Main" / "train.txt").read_text().split()[0]
     (copy / "JPEGImages" / f"{image_id}.jpg").unlink()
-    at = run_app(PREDICTIONS, data="voc", voc=str(copy), image=image_id)
+    at = run_app(PREDICTIONS, data="voc", voc=str(copy), image=image_id, split="train")
     assert any(image_id in e for e in texts(at.error)) or any(image_id in w for w in texts(at.warning))
 
 

@@ -271,7 +271,7 @@ def test_lesson_next_and_back_through_every_stage(data_root: Path) -> None:
 
     at = _app(LESSON)
     assert at.segmented_control(key=keys.STAGE).value == STAGES[0]
-    assert at.selectbox(key=keys.IMAGE).value == "000001"  # the dataset first, the lesson example last
+    assert at.selectbox(key=keys.IMAGE).value == "lesson example (image 7)"  # the lesson's example first
     seen = []
     for stage in STAGES:
         assert at.segmented_control(key=keys.STAGE).value == stage
@@ -280,7 +280,7 @@ def test_lesson_next_and_back_through_every_stage(data_root: Path) -> None:
         if stage != STAGES[-1]:
             next(b for b in at.button if b.label == "Next").click().run()
     assert seen == list(STAGES)
-    assert any("No trained model is shipped yet" in i for i in _texts(at.info))
+    assert any("No ladder model is shipped yet" in i for i in _texts(at.info))
     next(b for b in at.button if b.label == "Back").click().run()
     assert at.segmented_control(key=keys.STAGE).value == STAGES[-2]
 
@@ -301,8 +301,8 @@ def test_lesson_numbers(data_root: Path) -> None:
 def test_lesson_nms_on_a_shipped_model(data_root: Path) -> None:
     from pages.lesson import STAGES
 
-    _save_checkpoint(data_root / "checkpoints", "tiny.pt", DEMO_CLASS_NAMES, class_bias=2.0)  # scores ~0.9
-    at = _app(LESSON, stage=STAGES[-1])
+    _save_checkpoint(data_root / "checkpoints", "demo_focal.pt", DEMO_CLASS_NAMES, class_bias=2.0)  # scores ~0.9
+    at = _app(LESSON, stage=STAGES[6], image="000001")
     text = _all_text(at).replace("**", "")
     assert "boxes score above 0.3; NMS keeps" in text
     kept_before = int(text.split("NMS keeps ")[1].split()[0])
@@ -310,7 +310,7 @@ def test_lesson_nms_on_a_shipped_model(data_root: Path) -> None:
     kept_after = int(_all_text(at).replace("**", "").split("NMS keeps ")[1].split()[0])
     assert kept_after >= kept_before
     at.selectbox(key=keys.IMAGE).set_value("lesson example (image 7)").run()
-    assert any("does not know this dataset's classes" in w for w in _texts(at.warning))
+    assert any("does not know this image's classes" in w for w in _texts(at.warning))
 
 
 def test_lesson_bad_stage_in_the_link(data_root: Path) -> None:

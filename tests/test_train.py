@@ -265,3 +265,31 @@ def test_amp_and_channels_last_on_cuda(tiny: Path, tmp_path: Path) -> None:
     fit(config, run)
     status = run.read_status()
     assert status.state == "finished" and status.device.startswith("cuda") and status.gpu_memory_gb > 0
+
+
+def test_init_backbone_starts_from_a_checkpoints_backbone(tiny: Path, tmp_path: Path) -> None:
+    """--init-backbone copies the backbone only (the lesson's ladder starts from demo_focal.pt's).
+    Kills: the head copied too (shapes differ across kinds, so it would raise), the copy skipped,
+    a ResNet checkpoint accepted for the small backbone, both starts at once accepted."""
+    from detviz.models import ModelConfig, build_model, checkpoint_payload
+    from detviz.train.build import prepare
+
+    torch.manual_seed(3)
+    source_config = ModelConfig(kind="ssd-multiscale", class_names=("a", "b"), image_size=64)
+    source = build_model(source_config)
+    path = tmp_path / "source.pt"
+    torch.save(checkpoint_payload(source, source_config), path)
+    setup = prepare(quick(tiny, tmp_path, model="largest", init_backbone=str(path)))
+    for name, tensor in source.backbone.state_dict().items():
+        torch.testing.assert_close(setup.model.backbone.state_dict()[name], tensor)
+    fresh = prepare(quick(tiny, tmp_path, model="largest"))
+    assert not torch.equal(next(fresh.model.backbone.parameters()), next(setup.model.backbone.parameters()))
+
+    resnet_config = ModelConfig(kind="multilabel", backbone="resnet18", class_names=("a",), image_size=64)
+    torch.save(checkpoint_payload(build_model(resnet_config), resnet_config), tmp_path / "resnet.pt")
+    with pytest.raises(ValueError, match="backbone is resnet18"):
+        prepare(quick(tiny, tmp_path, model="largest", init_backbone=str(tmp_path / "resnet.pt")))
+    with pytest.raises(ValueError, match=r"--init-backbone: .*missing\.pt"):
+        prepare(quick(tiny, tmp_path, model="largest", init_backbone=str(tmp_path / "missing.pt")))
+    with pytest.raises(ValueError, match="choose one"):
+        quick(tiny, tmp_path, backbone="resnet18", pretrained=True, init_backbone=str(path)).validate()

@@ -16,8 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import run_app, texts, wait_for
+from test_evaluate_page import _array, _figure  # a page's figure spec and its (typed) arrays
 
+from detviz.data.spec import open_dataset
 from detviz.figures import (
     MAX_POINTS,
     compare_figure,
@@ -32,6 +35,8 @@ from detviz.train import MetricsFollower, RunFolder, TrainConfig, cancel, cli_co
 from detviz.train.__main__ import build_parser
 from detviz.train.report import LIVE_STATES, STATES, RunStatus
 from detviz.train.runs import LOG_TAIL_BYTES, QUEUED_GRACE_SECONDS, effective_state, launch_problems, poll_interval
+from detviz.train.snapshots import EpochSnapshot, ImageSnapshot, append_line, snapshot_path
+from pages.ui import keys
 
 TRAIN = "pages/train.py"
 TINY_FORM = {"train_epochs": "1", "train_size": "64", "train_batch": "4", "train_lr": "0.001", "train_augment": "False"}
@@ -349,7 +354,7 @@ def test_three_sessions_launch_at_once_then_watch_compare_and_delete(data_root: 
     assert any(c.startswith("Finished in") for c in texts(first.caption))
     metrics = {m.label: m.value for m in first.metric}
     assert metrics["Epochs done"] == "1 / 1" and metrics["Device"] == "cpu" and "GPU memory (peak)" not in metrics
-    assert len(first.get("plotly_chart")) == 3  # loss parts, validation, learning rate
+    assert len(first.get("plotly_chart")) == 4  # loss parts, validation, learning rate, the epoch snapshot
     epochs_table = first.dataframe[0].value
     assert list(epochs_table["epoch"]) == [1] and "val_map" in epochs_table
     link = first.get("page_link")[0].proto
@@ -401,7 +406,8 @@ def test_running_cancelled_and_failed_runs(data_root: Path, demo_root: Path) -> 
     at = run_app(TRAIN, train_view="Watch", run="long")
     assert watched(at) == ("Run long", "running")
     assert at.get("progress") and "step " in at.get("progress")[0].proto.text
-    assert len(at.get("plotly_chart")) == 2  # loss parts and learning rate
+    charts = {c.key for c in at.get("plotly_chart")} - {f"{keys.TRAIN_SNAPSHOTS}long-snapshot"}  # after an epoch
+    assert charts == {"long-loss", "long-lr"}  # loss parts and learning rate
     assert any("No validation split" in c for c in texts(at.caption))
     button(at, "Cancel").click().run()
     wait_for(lambda: ended(long))
@@ -469,3 +475,108 @@ def test_watch_view_edge_cases(data_root: Path) -> None:
         assert watched(at) == ("Run on-gpu", "cancelled")
     finally:
         stand_in.kill()
+
+
+# --- watch it learn: the epoch scrubber ----------------------------------------------------------
+
+
+def snapshot_run(runs_dir: Path, demo_root: Path, name: str, epochs: int, kind: str = "ssd") -> tuple[RunFolder, list]:
+    """A finished run whose snapshots.jsonl is written by hand: after epoch e, image k of the first
+    two validation images has k + 1 detections whose boxes grow with e (so every epoch draws
+    different boxes). Returns the run and the validation records of the two images."""
+    val = open_dataset(f"demo:{demo_root}", "val")
+    records = [val[0], val[1]]
+    config = TrainConfig(data=f"demo:{demo_root}", model=kind, epochs=epochs)
+    run = RunFolder.create(runs_dir, config, name)
+    run.write_status(state="finished", epoch=epochs, epochs=epochs, progress=1.0)
+    for e in range(epochs):
+        append_line(snapshot_path(run.path), hand_snapshot(e, kind, records).to_json())
+    return run, records
+
+
+def hand_snapshot(epoch: int, kind: str, records: list) -> EpochSnapshot:
+    images = []
+    for k, image_id in enumerate(r.image_id for r in records):
+        n = 0 if kind == "multilabel" else k + 1
+        boxes = torch.tensor([[0.1 * j, 0.2, 0.3 + 0.1 * j + 0.05 * epoch, 0.5 + 0.1 * epoch] for j in range(n)])
+        probabilities = torch.linspace(0.1, 0.9, 8) * (epoch + 1) / 4 if kind == "multilabel" else None
+        images.append(ImageSnapshot(image_id, boxes.reshape(n, 4), torch.full((n,), 0.8), torch.arange(n),
+                                    probabilities))  # fmt: skip
+    data = f"demo:{records[0].image_path.parents[1]}"  # the demo folder the images are in
+    return EpochSnapshot(epoch, 10 * (epoch + 1), kind, "val", data, "val", tuple(images))
+
+
+def drawn_boxes(at, name: str) -> torch.Tensor:
+    """The predicted boxes (pixel xyxy) the scrubber's figure draws: its class traces' corners."""
+    boxes = []
+    for trace in _figure(at, f"{keys.TRAIN_SNAPSHOTS}{name}-snapshot")["data"]:
+        if trace.get("type") != "scatter" or trace.get("name") == "ground truth":
+            continue
+        xs, ys = _array(trace["x"]), _array(trace["y"])
+        boxes += [[xs[i], ys[i], xs[i + 1], ys[i + 2]] for i in range(0, len(xs), 6)]  # rect_path: 5 corners, a gap
+    return torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+
+
+def same_boxes(drawn: torch.Tensor, snapshot: EpochSnapshot, k: int, record) -> bool:
+    """Whether `drawn` are image k's boxes of the snapshot in the record's pixels."""
+    size = torch.tensor([record.width, record.height] * 2, dtype=torch.float32)
+    expected = snapshot.images[k].boxes * size
+    return drawn.shape == expected.shape and torch.allclose(drawn, expected, atol=1e-3)
+
+
+def test_the_epoch_scrubber_draws_the_chosen_epoch_and_image(data_root: Path, demo_root: Path) -> None:
+    """Kills: a slider that does not start at the newest epoch, a figure that does not follow the
+    slider or the image choice, boxes scaled by the wrong side, an image choice that shows
+    another image's predictions."""
+    _, records = snapshot_run(data_root / "runs", demo_root, "learned", 3)
+    ids = [r.image_id for r in records]
+    at = run_app(TRAIN, train_view="Watch", run="learned")
+    slider = at.select_slider(key=f"{keys.TRAIN_SNAPSHOTS}learned{keys.SNAPSHOT_EPOCH}")
+    assert slider.value == 2 and slider.options == ["1", "2", "3"]
+    assert same_boxes(drawn_boxes(at, "learned"), hand_snapshot(2, "ssd", records), 0, records[0])
+    slider.set_value(0).run()
+    assert not at.exception
+    first = drawn_boxes(at, "learned")
+    assert same_boxes(first, hand_snapshot(0, "ssd", records), 0, records[0])
+    assert not same_boxes(first, hand_snapshot(2, "ssd", records), 0, records[0])
+    at.radio(key=f"{keys.TRAIN_SNAPSHOTS}learned{keys.SNAPSHOT_IMAGE}").set_value(ids[1]).run()
+    drawn = drawn_boxes(at, "learned")
+    assert drawn.shape == (2, 4) and same_boxes(drawn, hand_snapshot(0, "ssd", records), 1, records[1])
+
+
+def test_the_scrubber_follows_a_live_run_and_explains_old_and_broken_runs(data_root: Path, demo_root: Path) -> None:
+    """Kills: a slider that stays behind while a run adds epochs (or jumps away from the epoch
+    a user chose), an old run without snapshots that errors or shows nothing, a garbage file
+    that raises, and a multi-label run drawn as boxes."""
+    run, records = snapshot_run(data_root / "runs", demo_root, "live", 2)
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    try:
+        run.write_status(state="running", pid=stand_in.pid, started=time.time(), epoch=2, epochs=5)
+        at = run_app(TRAIN, train_view="Watch", run="live")
+        key = f"{keys.TRAIN_SNAPSHOTS}live{keys.SNAPSHOT_EPOCH}"
+        assert at.select_slider(key=key).value == 1
+        append_line(snapshot_path(run.path), hand_snapshot(2, "ssd", records).to_json())
+        at.run()
+        assert at.select_slider(key=key).value == 2 and len(at.select_slider(key=key).options) == 3
+        at.select_slider(key=key).set_value(0).run()
+        append_line(snapshot_path(run.path), hand_snapshot(3, "ssd", records).to_json())
+        at.run()
+        assert at.select_slider(key=key).value == 0 and len(at.select_slider(key=key).options) == 4
+    finally:
+        stand_in.kill()
+
+    snapshot_path(run.path).unlink()  # a run trained before snapshots were recorded
+    run.write_status(state="finished", pid=None)
+    at = run_app(TRAIN, train_view="Watch", run="live")
+    assert any("trained before detviz recorded epoch snapshots" in i for i in texts(at.info)), texts(at.info)
+    assert not at.get("select_slider")
+    snapshot_path(run.path).write_text("garbage\nmore garbage\n")
+    at.run()
+    assert any("none of its 2 lines is an epoch snapshot" in e for e in texts(at.error)), texts(at.error)
+
+    snapshot_run(data_root / "runs", demo_root, "labels", 2, kind="multilabel")
+    at = run_app(TRAIN, train_view="Watch", run="labels")
+    (bars,) = [t for t in _figure(at, f"{keys.TRAIN_SNAPSHOTS}labels-snapshot")["data"] if t["type"] == "bar"]
+    assert list(_array(bars["y"])) == pytest.approx(
+        hand_snapshot(1, "multilabel", records).images[0].probabilities.tolist(), abs=1e-4
+    )

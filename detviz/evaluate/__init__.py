@@ -8,6 +8,7 @@ One module per topic, all re-exported here (`from detviz.evaluate import voc_map
 - coco: `coco_map` / `coco_eval` (pycocotools' COCOeval, bbox) and `coco_results`.
 - errors: `error_breakdown` (TIDE-style), `image_error_counts`, `worst_images`.
 - confusion: `class_confusion`. audit: `metric_audit`.
+- compare: two models lined up (`compare_ap`, `compare_errors`, `compare_image`, `mean_ap`).
 - sweep: `ThresholdSweep`, and the one loop over a dataset (`dataset_outputs`) behind
   `detect_dataset` (the CLI) and `sweep_dataset` (the app).
 - __main__: the command line, `python -m detviz.evaluate`.
@@ -28,6 +29,15 @@ from detviz.evaluate.coco import (
     coco_eval_flat,
     coco_map,
     coco_results,
+)
+from detviz.evaluate.compare import (
+    APComparison,
+    ErrorDifference,
+    ImageComparison,
+    compare_ap,
+    compare_errors,
+    compare_image,
+    mean_ap,
 )
 from detviz.evaluate.confusion import class_confusion
 from detviz.evaluate.errors import (
@@ -99,14 +109,17 @@ __all__ = [
     "SWEEP_FLOOR",
     "TP",
     "VOC07_RECALLS",
+    "APComparison",
     "AuditRow",
     "COCOResult",
     "ClassCurve",
     "DatasetSweep",
     "ErrorBreakdown",
+    "ErrorDifference",
     "ErrorKind",
     "ErrorType",
     "Flat",
+    "ImageComparison",
     "Outcome",
     "OutputBatch",
     "ThresholdSweep",
@@ -118,6 +131,9 @@ __all__ = [
     "coco_eval_flat",
     "coco_map",
     "coco_results",
+    "compare_ap",
+    "compare_errors",
+    "compare_image",
     "dataset_outputs",
     "detect_dataset",
     "error_breakdown",
@@ -125,6 +141,7 @@ __all__ = [
     "flatten",
     "image_error_counts",
     "main",
+    "mean_ap",
     "metric_audit",
     "offsets",
     "scale_flat",

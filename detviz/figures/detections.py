@@ -23,27 +23,92 @@ if TYPE_CHECKING:
     from detviz.postprocess import NMSTrace
 
 GROUND_TRUTH_COLOR = "#f7fafc"  # light dashes: visible on photographs, quieter than the detections
+MAX_SUPPRESSED_DRAWN = 30  # more dotted outlines than this hide the image (low score threshold)
+TAG_FONT_SIZE = 11  # the "class score" tags (detviz.figures.image.tag's default)
+# a tag's size on screen, per font pixel: a character's mean width, the line height plus padding
+TAG_CHAR_WIDTH, TAG_HEIGHT = 0.6, 1.45
+# the legend below and a column narrower than height x aspect shrink the image: count on this
+# share of the figure's height per image height when telling which tags would overlap
+SCALE_SHARE = 0.75
+NOTE_LINE = 17  # screen pixels above the image per line of the "N more not drawn" note
+NOT_DRAWN_NOTE = "not drawn"  # the note annotation's name, for finding it
+NOTE_COLOR = "#4a5568"  # grey text on the page background
 
 
 class _DetectionsInfo(NamedTuple):
     kept: Tensor  # (M,) bool, the kept candidates drawn
     suppressed: Tensor  # (M,) bool, the suppressed candidates drawn
     stressed: list[int]  # candidates drawn thick: the step-through's current one, the selected one
+    labelled: list[int]  # candidates with a "class score" tag, best first
+    suppressed_left_out: int  # suppressed candidates decided so far but not drawn (over the cap)
+    over_limit: int  # candidates decided so far that NMS kept but max_detections dropped (never drawn)
+    labels_hidden: int  # kept candidates whose tag would have covered a better one's
 
 
 def _get_detections_info(
-    trace: NMSTrace, show_suppressed: bool, upto: int | None, selected: int | None
+    trace: NMSTrace,
+    show_suppressed: bool,
+    upto: int | None,
+    selected: int | None,
+    *,
+    max_suppressed: int | None = MAX_SUPPRESSED_DRAWN,
+    label_all: bool = False,
+    class_names: Sequence[str] = (),
+    tag_size: tuple[float, float] = (0.0, 0.0),
 ) -> _DetectionsInfo:
-    """Which candidates `detections_figure` draws (see its Args)."""
+    """Which candidates `detections_figure` draws and tags (see its Args); `tag_size` is a tag's
+    (width per character, height) in image pixels, for telling which tags would overlap."""
     m = trace.status.shape[0]
     shown_upto = m if upto is None else max(0, min(int(upto), m))
     visible = torch.arange(m) < shown_upto
     kept = visible & (trace.status == NMSDecision.KEPT)
-    suppressed = (
-        visible & (trace.status == NMSDecision.SUPPRESSED) if show_suppressed else torch.zeros(m, dtype=torch.bool)
-    )
+    suppressed = visible & (trace.status == NMSDecision.SUPPRESSED)
+    decided = int(suppressed.sum())
+    if not show_suppressed:
+        suppressed = torch.zeros(m, dtype=torch.bool)
+    elif max_suppressed is not None and decided > max_suppressed:
+        order = torch.sort(trace.scores.masked_fill(~suppressed, -torch.inf), descending=True, stable=True).indices
+        suppressed = torch.zeros(m, dtype=torch.bool)
+        suppressed[order[:max_suppressed]] = True
+    left_out = decided - int(suppressed.sum()) if show_suppressed else 0
+    over_limit = int((visible & (trace.status == NMSDecision.OVER_LIMIT)).sum())
     stressed = [k for k in (shown_upto - 1 if upto is not None else None, selected) if k is not None and 0 <= k < m]
-    return _DetectionsInfo(kept, suppressed, list(dict.fromkeys(stressed)))
+    if label_all:
+        labelled, hidden = _by_score(trace, kept | suppressed), 0
+    else:
+        labelled = _unoverlapped(trace, _by_score(trace, kept), class_names, tag_size)
+        hidden = int(kept.sum()) - len(labelled)
+    return _DetectionsInfo(kept, suppressed, list(dict.fromkeys(stressed)), labelled, left_out, over_limit, hidden)
+
+
+def _by_score(trace: NMSTrace, chosen: Tensor) -> list[int]:
+    """Positions of the chosen (M,) bool candidates, best score first (ties: trace order)."""
+    positions = torch.nonzero(chosen).flatten()
+    return positions[torch.sort(trace.scores[positions], descending=True, stable=True).indices].tolist()
+
+
+def _tag_text(trace: NMSTrace, i: int, class_names: Sequence[str]) -> str:
+    return f"{class_name(class_names, int(trace.labels[i]))} {float(trace.scores[i]):.2f}"
+
+
+def _unoverlapped(
+    trace: NMSTrace, order: list[int], class_names: Sequence[str], tag_size: tuple[float, float]
+) -> list[int]:
+    """The candidates of `order` (best first) whose tag, above the box's top-left corner, covers
+    no better candidate's tag: at a high NMS IoU the kept boxes pile up and so would their tags.
+    A loop over the kept boxes (at most max_detections, 100 by default) with a check against
+    the tags placed so far: quadratic in a small number."""
+    char_w, tag_h = tag_size
+    placed: list[tuple[float, float, float, float]] = []
+    chosen = []
+    for i in order:
+        x1, y1 = float(trace.boxes[i, 0]), float(trace.boxes[i, 1])
+        rect = (x1, y1 - tag_h, x1 + char_w * (len(_tag_text(trace, i, class_names)) + 1), y1)
+        if any(rect[0] < b[2] and b[0] < rect[2] and rect[1] < b[3] and b[1] < rect[3] for b in placed):
+            continue
+        placed.append(rect)
+        chosen.append(i)
+    return chosen
 
 
 def _add_ground_truth(
@@ -70,8 +135,9 @@ def _add_ground_truth(
 def _add_candidates(
     fig: go.Figure, trace: NMSTrace, info: _DetectionsInfo, class_names: Sequence[str], outcome: Tensor | None
 ) -> list[dict]:
-    """Draws the suppressed boxes (dotted, per class) and the kept ones (per class, or per
-    outcome); returns the kept boxes' "<class> <score>" tags."""
+    """Draws the suppressed boxes (thin dots, per class) and the kept ones (per class, or per
+    outcome); returns the labelled candidates' "<class> <score>" tags, the suppressed ones'
+    (label_all) first, so the kept ones' lie on top."""
     for label in torch.unique(trace.labels[info.kept | info.suppressed]).tolist():
         name = class_name(class_names, label)
         mine = trace.labels == label
@@ -87,12 +153,38 @@ def _add_candidates(
             kept = torch.nonzero(info.kept & (outcome == code)).flatten()
             if kept.numel():
                 add_rectangles(fig, trace.boxes[kept], code.colour, code.label, width=3)
-    tags = []
-    for i in torch.nonzero(info.kept).flatten().tolist():
+    tags, gone_tags = [], []
+    for i in info.labelled:
         label = int(trace.labels[i])
-        color = class_color(label) if outcome is None else Outcome(int(outcome[i])).colour
-        tags.append(tag(trace.boxes[i], f"{class_name(class_names, label)} {float(trace.scores[i]):.2f}", color))
-    return tags
+        text = _tag_text(trace, i, class_names)
+        if bool(info.kept[i]):
+            color = class_color(label) if outcome is None else Outcome(int(outcome[i])).colour
+            tags.append(tag(trace.boxes[i], text, color, size=TAG_FONT_SIZE))
+        else:
+            gone_tags.append(tag(trace.boxes[i], text, class_color(label), size=TAG_FONT_SIZE - 2) | {"opacity": 0.7})
+    return gone_tags + tags
+
+
+def _boxes(n: int, what: str = "") -> str:
+    """ "1 kept box", "3 kept boxes"."""
+    return f"{n} {what + ' ' if what else ''}box{'' if n == 1 else 'es'}"
+
+
+def _note(info: _DetectionsInfo) -> dict | None:
+    """The line above the image saying what is not drawn or not tagged, or None when all is."""
+    lines = []
+    if info.suppressed_left_out:
+        drawn = int(info.suppressed.sum())
+        best = f" (the {drawn} best are)" if drawn else ""
+        lines.append(f"{_boxes(info.suppressed_left_out, 'more suppressed')} not drawn{best}")
+    if info.over_limit:
+        lines.append(f"{_boxes(info.over_limit)} over the max-detections limit not drawn")
+    if info.labels_hidden:
+        lines.append(f"{_boxes(info.labels_hidden, 'kept')} without a tag, where it would cover a better one's")
+    if not lines:
+        return None
+    return dict(text="<br>".join(lines), align="left", x=0, y=1, xref="paper", yref="paper", xanchor="left", yanchor="bottom",
+                showarrow=False, font=dict(size=12, color=NOTE_COLOR), name=NOT_DRAWN_NOTE)  # fmt: skip
 
 
 def _add_step(fig: go.Figure, trace: NMSTrace, stressed: Sequence[int]) -> None:
@@ -164,14 +256,21 @@ def detections_figure(
     selected: int | None = None,
     *,
     encode: ImageEncoder = image_data_uri,
+    max_suppressed: int | None = MAX_SUPPRESSED_DRAWN,
+    label_all: bool = False,
 ) -> go.Figure:
     """Detections and what NMS did to the other candidates (pixel boxes).
 
+    Stays readable at a low score threshold or a high NMS IoU: only the `max_suppressed`
+    best suppressed boxes are drawn, only kept boxes get tags, and a kept box whose tag would
+    cover a better box's tag gets none; a line above the image counts what is left out.
+
     Args:
         trace: an NMSTrace in pixels (`to_pixels`), M candidates best first: kept boxes solid
-            with "class score" tags, suppressed ones dotted and faded, each with a hover naming
-            the box that suppressed it. Markers at the box centres carry the candidate's
-            position as customdata (for clicks).
+            with "class score" tags, suppressed ones as thin faded dots, each with a hover naming
+            the box that suppressed it. Markers at the drawn boxes' centres carry the
+            candidate's position as customdata (for clicks). Candidates over the
+            max-detections limit are not drawn.
         gt_boxes, gt_labels: (G, 4), (G,) ground truth, drawn as thin light dashes.
         outcome: (M,) int64 detviz.codes.Outcome of each candidate (Outcome.NOT_DETECTION for
             candidates that are not detections): kept boxes are then coloured by outcome
@@ -181,13 +280,25 @@ def detections_figure(
             stressed, with a line to the kept box that suppressed it.
         selected: a candidate to stress (clicked).
         encode: the image -> data URI function (see detviz.figures.image).
+        max_suppressed: at most this many suppressed boxes are drawn, the best-scoring ones;
+            None draws them all. The stressed candidates are drawn whatever the cap.
+        label_all: tag every drawn box, suppressed ones too, even where tags overlap.
     """
+    if max_suppressed is not None and max_suppressed < 0:
+        raise ValueError(f"max_suppressed must be None or at least 0, got {max_suppressed}")
     fig = image_figure(image, height=height, encode=encode)
-    info = _get_detections_info(trace, show_suppressed, upto, selected)
+    scale = SCALE_SHARE * height / max(image.size[1], 1)  # screen pixels per image pixel
+    tag_size = (TAG_CHAR_WIDTH * TAG_FONT_SIZE / scale, TAG_HEIGHT * TAG_FONT_SIZE / scale)
+    info = _get_detections_info(trace, show_suppressed, upto, selected, max_suppressed=max_suppressed,
+                                label_all=label_all, class_names=class_names, tag_size=tag_size)  # fmt: skip
     annotations = _add_ground_truth(fig, gt_boxes, gt_labels, missed, class_names)
     annotations += _add_candidates(fig, trace, info, class_names, outcome)
     _add_step(fig, trace, info.stressed)
     _add_markers(fig, trace, info, class_names, outcome)
+    note = _note(info)
+    if note is not None:
+        annotations.append(note)
+        fig.update_layout(margin=dict(t=fig.layout.margin.t + NOTE_LINE * (note["text"].count("<br>") + 1)))
     fig.update_layout(showlegend=True, legend=legend("below"), annotations=annotations)
     return fig
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from detviz import checks
 from detviz.anchors import PRESETS, make_anchors
 from detviz.data.spec import open_dataset
-from detviz.models import DETECTOR_KINDS, ModelConfig, build_model
+from detviz.models import DETECTOR_KINDS, CheckpointError, ModelConfig, build_model, load_checkpoint
 from detviz.train.config import TrainConfig
 from detviz.train.tasks import LargestObjectTask, MultiLabelTask, SSDTask, Task
 
@@ -118,6 +118,8 @@ def prepare(config: TrainConfig, processes: Processes | None = None) -> Setup:
         dropout=config.dropout,
     )
     model = build_model(model_config, pretrained=config.pretrained)
+    if config.init_backbone:
+        load_backbone(model, config.init_backbone)
     if config.model in DETECTOR_KINDS:
         task: Task = SSDTask(
             config, make_anchors(model_config.anchor_config()).to(device), model_config.num_classes, processes.world
@@ -160,6 +162,24 @@ def prepare(config: TrainConfig, processes: Processes | None = None) -> Setup:
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     return Setup(config, model_config, model, task, train_loader, val_loader, device, processes, sampler)
+
+
+def load_backbone(model: nn.Module, path: str) -> None:
+    """Copies the backbone weights of the checkpoint at `path` into `model`'s backbone (fine-tuning
+    from an earlier model: the lesson starts every stage from a trained backbone).
+
+    Raises:
+        ValueError: the file is not a detviz checkpoint, or its backbone is of another kind.
+    """
+    try:
+        source, info = load_checkpoint(path)
+    except CheckpointError as e:
+        raise ValueError(f"--init-backbone: {e}") from None
+    if type(source.backbone) is not type(model.backbone):
+        raise ValueError(
+            f"--init-backbone {path}: its backbone is {info.model.backbone}; this model's is another kind."
+        )
+    model.backbone.load_state_dict(source.backbone.state_dict())
 
 
 def make_optimizer(model: nn.Module, lr: float, divisors: Sequence[float], weight_decay: float) -> torch.optim.AdamW:

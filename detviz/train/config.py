@@ -37,6 +37,7 @@ class TrainConfig:
     model: str = _opt("ssd-multiscale", "ssd-multiscale | ssd | largest | multilabel")
     backbone: str = _opt("small", "small (from scratch) | resnet18 | resnet34 | resnet50")
     pretrained: bool = _opt(False, "ImageNet weights for a ResNet backbone (downloads once)")
+    init_backbone: str = _opt("", "start the backbone from this detviz checkpoint's (e.g. checkpoints/demo_focal.pt)")
     anchors: str = _opt(
         "", "anchor preset for SSD models ('': lesson_4x4 for ssd, lesson_multiscale for ssd-multiscale)"
     )
@@ -103,6 +104,8 @@ class TrainConfig:
             len(self.lr_divisors) != 3 or not all(math.isfinite(d) and d > 0 for d in self.lr_divisors)
         ):
             raise ValueError(f"--lr-divisors takes three positive numbers, got {self.lr_divisors}.")
+        if self.pretrained and self.init_backbone:
+            raise ValueError("--pretrained and --init-backbone both start the backbone: choose one.")
         if self.pretrained and self.backbone == "small":
             raise ValueError("--pretrained needs a ResNet backbone; the small one trains from scratch.")
         if self.model == "ssd" and len(PRESETS[self.anchor_preset()].grids) != 1:

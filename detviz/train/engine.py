@@ -4,8 +4,9 @@ fit(config) builds the data, model and optimizer (build.prepare), optionally fin
 rate (lr_finder), then for every epoch: one-cycle learning rate, forward, loss, backward, clipped
 step; validation (loss parts and VOC mAP@0.5 for SSD models: tasks); checkpoints. Progress goes
 to callbacks (tqdm in the CLI, the run folder for the app). Under torchrun it trains with
-DistributedDataParallel. A resumed run is first made consistent with its last checkpoint
-(_restore, _recover_best, _recover_metrics).
+DistributedDataParallel. After validation the main process records the epoch's predictions on a
+few images (snapshots.py). A resumed run is first made consistent with its last checkpoint
+(_restore, _recover_best, _recover_metrics, snapshots.drop_snapshots).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from detviz.train.config import TrainConfig
 from detviz.train.lr_finder import FALLBACK_LR, find_lr
 from detviz.train.report import RunState
 from detviz.train.runs import RunFolder, atomic_torch_save
+from detviz.train.snapshots import SnapshotRecorder, drop_snapshots
 
 LOG_EVERY = 10  # steps between metric lines
 DIV_START = 25.0  # one-cycle: start at peak / 25 (fastai's div)
@@ -174,8 +176,12 @@ def fit(
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
     progress = Progress(epochs=config.epochs, total_steps=total_steps)
+    recorder = None  # the epoch snapshots (snapshots.py): the main process records them
     if writes:
         run.remove_partial_writes()  # temporary files of a checkpoint write that was killed
+        recorder, unreadable = SnapshotRecorder.for_setup(s, run.path)
+        if unreadable:
+            run.log(f"epoch snapshots skip {len(unreadable)} unreadable image(s): {', '.join(unreadable)}")
 
     lr = config.lr
     if not lr and not resume:
@@ -194,6 +200,7 @@ def fit(
         if writes:
             progress.best = _recover_best(run, last)
             _recover_metrics(run, first_epoch, progress.step, last)
+            drop_snapshots(run.path, first_epoch)  # the epochs that run again record theirs again
     trained = model
     if processes.world > 1:
         trained = nn.parallel.DistributedDataParallel(
@@ -249,6 +256,8 @@ def fit(
                 if progress.step >= total_steps:
                     break
             progress.metrics = s.task.validate(model.eval(), s.val_loader, device) if s.val_loader else {}
+            if recorder is not None:  # before last.pt: an epoch that runs again after a kill drops its line
+                recorder.record(model, epoch, progress.step)
             improved = _improved(progress)
             if writes:  # last.pt first: a kill while best.pt is written is mended on resume (_recover_best)
                 _save(run, s, optimizer, scaler, progress, lr, epoch + 1, complete=True)

@@ -6,6 +6,8 @@
     models    checkpoint and detector pickers
     live      the live set: the cache wrapper around detviz.evaluate.sweep, its warm-up threads
     widgets   URL plumbing, figures with export, anchor / level pickers, threshold sliders
+    scoring   Predictions' and Evaluate's headline mAP, training-split warning, A/B model B
+              (imported by those pages as `from pages.ui import scoring`)
 
 The functions and constants pages call are re-exported here: `from pages import ui`, then
 `ui.current_index()`. A package rather than pages/ui.py: Streamlit lists every pages/*.py as a
@@ -45,6 +47,7 @@ from pages.ui.data import (
     data_roots,
     dataset_sidebar,
     demo_dir,
+    lesson_numbers,
     pick_picture,
 )
 from pages.ui.widgets import (
@@ -65,7 +68,7 @@ from pages.ui.widgets import (
 # they import the training and inference code, and with it torchvision (seconds), which the
 # pages that only draw data never need.
 _MODELS = ("RUN_PREFIX", "UPLOAD", "checkpoint_picker", "detector_of", "fits_dataset", "model_error",
-           "run_checkpoints", "runs_dir", "shipped_checkpoints")  # fmt: skip
+           "run_checkpoints", "runs_dir", "shipped_checkpoints", "shipped_detectors")  # fmt: skip
 
 
 def __getattr__(name: str) -> object:
@@ -105,6 +108,7 @@ __all__ = [
     "image_uri",
     "import_in_background",
     "keys",
+    "lesson_numbers",
     "level_picker",
     "link_params",
     "model_error",
@@ -119,6 +123,7 @@ __all__ = [
     "runs_dir",
     "share_link",
     "shipped_checkpoints",
+    "shipped_detectors",
     "show_figure",
     "subset_picker",
     "threshold_sliders",

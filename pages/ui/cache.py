@@ -161,6 +161,20 @@ def coverage_of(config: AnchorConfig) -> Coverage | None:
     return _coverage(str(spec), split, dataset_fingerprint(spec, split), config_key(config))
 
 
+@st.cache_data(max_entries=256, show_spinner=False)
+def checkpoint_kind_cached(path: str, stamp: tuple[int, int]) -> str | None:
+    """The model kind a checkpoint file names ("ssd-multiscale", "largest", ...), or None when the
+    file cannot be read as a checkpoint; read once per file and modification stamp."""
+    from detviz.checkpoints import CheckpointError, read_checkpoint
+
+    try:
+        model = read_checkpoint(path).get("model")
+    except CheckpointError:
+        return None
+    kind = model.get("kind") if isinstance(model, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
 def load_detector_cached(path: str, stamp: tuple[int, int]) -> Detector:
     from detviz.inference import Detector

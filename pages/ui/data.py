@@ -22,6 +22,7 @@ from detviz.data.spec import (
     dataset_splits,
     default_demo_dir,
 )
+from detviz.matching import Match
 from pages.ui import cache, keys
 
 APP_DIR = Path(__file__).resolve().parents[2]
@@ -72,6 +73,10 @@ class Picker:
 
 
 SIDEBAR = Picker("", "in the sidebar", draws_demo=True)
+# The pages (url paths) that score a model against the ground truth: opened without ?split=, they
+# take VAL_SPLIT, the images a model did not train on (the others keep train).
+SCORING_PAGES = ("predictions", "evaluate")
+VAL_SPLIT = "val"
 
 
 def pick_kind(picker: Picker, container=st) -> str:
@@ -126,8 +131,11 @@ def _path_input(container, label: str, key: str, placeholder: str, help: str) ->
     return container.text_input(label, key=key, bind="query-params", placeholder=placeholder, help=help).strip()
 
 
-def pick_split(spec: DatasetSpec, picker: Picker, container=st, label: str = "Split") -> str:
-    """The split of a demo or VOC dataset (train when it has one).
+def pick_split(spec: DatasetSpec, picker: Picker, container=st, label: str = "Split", prefer: str = "train") -> str:
+    """The split of a demo or VOC dataset (first choice: `prefer` when it has one, else train).
+
+    Until the user picks a split (or the opening link names one), it follows the first choice of
+    the page shown: opened on Overview (train), then Predictions shows val.
 
     Raises:
         NoDataset: the folder is missing or has no split files.
@@ -138,18 +146,29 @@ def pick_split(spec: DatasetSpec, picker: Picker, container=st, label: str = "Sp
         if not folder.is_dir():
             raise NoDataset(f"{folder}: folder not found.")
         raise NoDataset(f"{folder}: no split files in ImageSets/Main; add e.g. train.txt listing image ids.")
-    default = splits.index("train") if "train" in splits else 0
-    return container.selectbox(label, splits, index=default, key=picker.prefix + keys.SPLIT, bind="query-params")
+    default = next((splits.index(s) for s in (prefer, "train") if s in splits), 0)
+    key = picker.prefix + keys.SPLIT
+    chosen = keys.SPLIT_CHOSEN + key
+    if key not in st.session_state and key in st.query_params:  # the opening link chose it
+        st.session_state[chosen] = True
+    if not st.session_state.get(chosen) and st.session_state.get(key, splits[default]) != splits[default]:
+        st.session_state[key] = splits[default]  # another page's first choice: this page's instead
+    return container.selectbox(label, splits, index=default, key=key, bind="query-params",
+                               on_change=lambda: st.session_state.update({chosen: True}))  # fmt: skip
 
 
-def dataset_sidebar() -> None:
-    """The sidebar dataset picker; stores the chosen (spec, split), or why there is none, for the pages."""
+def dataset_sidebar(page: str = "") -> None:
+    """The sidebar dataset picker; stores the chosen (spec, split), or why there is none, for the pages.
+
+    page: the url path of the page about to run; on SCORING_PAGES the split's first choice is val.
+    """
     with st.sidebar:
         st.subheader("Dataset")
         kind = pick_kind(SIDEBAR)
         try:
             spec = pick_source(kind, SIDEBAR)
-            split = pick_split(spec, SIDEBAR) if kind != "coco" else ""
+            prefer = VAL_SPLIT if page in SCORING_PAGES else "train"
+            split = pick_split(spec, SIDEBAR, prefer=prefer) if kind != "coco" else ""
         except (NoDataset, DataError) as e:
             st.session_state[keys.SELECTION] = e if isinstance(e, NoDataset) else NoDataset(str(e))
             return
@@ -260,6 +279,22 @@ def lesson_example() -> Picture:
     )
 
 
+def lesson_numbers(match: Match, threshold: float) -> None:
+    """The lesson example's matching on the 4x4 grid beside the numbers the lesson printed: each
+    object's best anchor IoU and the positive anchors (it used threshold 0.5)."""
+    best = [round(v, 4) for v in match.iou.max(1).values.tolist()]
+    positives = torch.nonzero(match.positive).flatten().tolist()
+    st.markdown(f"Best IoU per object here: {best}; the lesson printed {list(LESSON_BEST_IOU)}.  \n"
+                f"Positive anchors here: {positives}; the lesson printed {list(LESSON_POSITIVES)} "
+                f"(with threshold 0.5; this uses {threshold:g}).")  # fmt: skip
+    same = positives == list(LESSON_POSITIVES) and all(
+        abs(a - b) < 1e-3 for a, b in zip(best, LESSON_BEST_IOU, strict=True)
+    )
+    (st.success if same else st.warning)(
+        "The same as the lesson." if same else "Different from the lesson's numbers at this threshold (it used 0.5)."
+    )
+
+
 def pick_picture(index: DatasetIndex | None, lesson: str | None = None) -> Picture | None:
     """An image selector bound to ?image=; `lesson` ("first" or "last") adds the lesson's example."""
     ids = index.image_ids if index is not None else []
@@ -269,6 +304,8 @@ def pick_picture(index: DatasetIndex | None, lesson: str | None = None) -> Pictu
         ids = [*ids, LESSON_EXAMPLE]
     if not ids:
         return None
+    if keys.IMAGE in st.session_state and st.session_state[keys.IMAGE] not in ids:
+        st.session_state[keys.IMAGE] = ids[0]  # left by another page: Browse's "no image", another split's image
     image_id = st.selectbox("Image", ids, key=keys.IMAGE, bind="query-params")
     if image_id == LESSON_EXAMPLE:
         return lesson_example()

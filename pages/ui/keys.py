@@ -75,6 +75,12 @@ LESSON_LEVEL = "lesson-level"
 LESSON_GAMMA = "lesson-gamma"
 LESSON_NMS = "lesson-nms"
 LESSON_SCORE = "lesson-score"
+LESSON_MODEL = "lesson-model-"  # + the stage's model file: which model a stage shows (shipped or a run's)
+LESSON_ML_THRESHOLD = "lesson-ml-threshold"
+LESSON_GRID_SCORE = "lesson-grid-score"
+LESSON_COMPARE_SCORE = "lesson-compare-score"
+LESSON_LOSS_LEVEL = "lesson-loss-level"
+LESSON_NMS_MODEL = "lesson-nms-model"
 
 # --- Predictions / Evaluate ---------------------------------------------------------------------
 SCORE = "score"  # score threshold
@@ -122,3 +128,14 @@ TRAIN_CANCEL = "train-cancel-"  # before a run's name: its Cancel button
 TRAIN_USE_RATE = "train-use-"  # before a finder run's name: its "use this rate" button
 TRAIN_NOTICE = "_train_notice"  # (level, text) left by a button's callback
 TRAIN_FOLLOWER = "_train_follower"  # the watched run's MetricsFollower
+TRAIN_SNAPSHOTS = "train-snap-"  # before a run's name: the Watch view's epoch scrubber (pages/ui/snapshots.py)
+
+# --- the epoch scrubber (pages/ui/snapshots.py), after the caller's key prefix ------------------
+SNAPSHOT_EPOCH = "-epoch"  # the epoch slider
+SNAPSHOT_IMAGE = "-image"  # the image choice
+SNAPSHOT_LAST = "-last"  # session only: the last epoch offered (the slider follows new epochs from it)
+
+# --- A/B comparison (Predictions, Evaluate): ?ckpt= is model A --------------------------------
+CHECKPOINT_B = "ckpt_b"  # model B: a shipped file name or "run:<name>"; "none" (the default) compares nothing
+SWAP_AB = "ab-swap"  # the "swap A and B" button
+SPLIT_CHOSEN = "_split_chosen_"  # before a split widget's key: session only, the user (or the opening link) chose it

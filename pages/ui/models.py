@@ -17,7 +17,7 @@ from detviz.models import DETECTOR_KINDS, CheckpointError, compatibility_problem
 from detviz.train import TrainConfig
 from detviz.train.runs import list_runs
 from pages.ui import keys
-from pages.ui.cache import load_detector_cached
+from pages.ui.cache import checkpoint_kind_cached, load_detector_cached
 from pages.ui.data import APP_DIR
 
 if TYPE_CHECKING:  # torchvision loads with detviz.inference: pages that draw only never pay for it
@@ -25,6 +25,11 @@ if TYPE_CHECKING:  # torchvision loads with detviz.inference: pages that draw on
 
 RUN_PREFIX = "run:"  # ?ckpt=run:<name>: the best checkpoint of that training run
 UPLOAD = "upload a checkpoint…"
+DEFAULT_CHECKPOINT = "demo_focal.pt"  # the best shipped detector (checkpoints/README.md): the first choice
+KIND_DESCRIPTIONS = {  # the kinds the checkpoint pickers leave out, in a few words
+    "largest": "it names the class and box of an image's largest object (the lesson's first stage)",
+    "multilabel": "it gives the probability of each class being in the image (the lesson's second stage)",
+}
 
 
 def runs_dir() -> Path:
@@ -38,8 +43,21 @@ def checkpoint_dir() -> Path:
 
 
 def shipped_checkpoints() -> dict[str, Path]:
-    """The checkpoints that ship with detviz, by file name."""
+    """The checkpoints that ship with detviz, by file name (every kind: detectors and the lesson's
+    classifiers)."""
     return {p.name: p for p in sorted(checkpoint_dir().glob("*.pt"))}
+
+
+def _shipped_kinds() -> dict[str, tuple[Path, str | None]]:
+    """Every shipped checkpoint as file name -> (file, the model kind it names; None when unreadable)."""
+    return {name: (path, checkpoint_kind_cached(str(path), file_stamp(path)))
+            for name, path in shipped_checkpoints().items()}  # fmt: skip
+
+
+def shipped_detectors() -> dict[str, Path]:
+    """The shipped checkpoints of a detector kind, by file name; an unreadable file stays in (choosing
+    it says what is wrong with it). The lesson's classifiers (largest, multilabel) are left out."""
+    return {name: path for name, (path, kind) in _shipped_kinds().items() if kind is None or kind in DETECTOR_KINDS}
 
 
 def _run_bests() -> dict[str, tuple[Path, object]]:
@@ -58,20 +76,42 @@ def run_checkpoints() -> dict[str, Path]:
     return {name: best for name, (best, kind) in _run_bests().items() if kind in DETECTOR_KINDS}
 
 
+def detector_choices() -> tuple[dict[str, Path], dict[str, object]]:
+    """What a checkpoint picker offers: (shipped detectors, then the runs' detectors: name -> file)
+    and the checkpoints it leaves out for their kind (name -> kind), so a link to one can say why."""
+    shipped, runs = _shipped_kinds(), _run_bests()
+    offered = {name: path for name, (path, kind) in shipped.items() if kind is None or kind in DETECTOR_KINDS}
+    offered |= {name: best for name, (best, kind) in runs.items() if kind in DETECTOR_KINDS}
+    others = {name: kind for name, (_, kind) in (shipped | runs).items() if name not in offered and kind}
+    return offered, others
+
+
+def not_a_detector(name: str, kind: object) -> str:
+    """Why a checkpoint of `kind` is not offered: one sentence naming it and what it is."""
+    what = KIND_DESCRIPTIONS.get(str(kind), "a model without anchor boxes")
+    return (f"{name} is a {kind} model, not a detector: {what}. This page shows {' and '.join(DETECTOR_KINDS)} "
+            "models only; choose one of those (the Lesson walkthrough shows the classifiers).")  # fmt: skip
+
+
+def default_choice(options: list[str]) -> int:
+    """The picker's first choice among `options`: DEFAULT_CHECKPOINT when offered, else the first."""
+    return options.index(DEFAULT_CHECKPOINT) if DEFAULT_CHECKPOINT in options else 0
+
+
 def checkpoint_picker(container=st) -> tuple[str, Path] | None:
-    """A checkpoint: shipped, a run's best.pt, or uploaded (loaded safely: tensors only, no code).
+    """A checkpoint: a shipped detector, a run's best.pt, or uploaded (loaded safely: tensors only,
+    no code); DEFAULT_CHECKPOINT first when it is there.
 
     Bound to ?ckpt= (an upload cannot be in a link). Returns (shown name, file) or None.
     """
-    runs = _run_bests()
-    options = shipped_checkpoints() | {name: best for name, (best, kind) in runs.items() if kind in DETECTOR_KINDS}
+    options, others = detector_choices()
     wanted = st.query_params.get(keys.CHECKPOINT, "")
-    if wanted in runs and wanted not in options:  # a link to a classifier run (Streamlit drops the value)
-        container.warning(f"{wanted} is a {runs[wanted][1]} model, not a detector: this page shows "
-                          f"{' and '.join(DETECTOR_KINDS)} models only; choose one of those.")  # fmt: skip
+    if wanted in others:  # a link to a classifier (Streamlit drops the value)
+        container.warning(not_a_detector(wanted, others[wanted]))
     choice = container.selectbox(
-        "Checkpoint", [*options, UPLOAD], key=keys.CHECKPOINT, bind="query-params",
-        help="The checkpoints in checkpoints/, the best checkpoint of each training run, or a file of yours.",
+        "Checkpoint", [*options, UPLOAD], index=default_choice(list(options)), key=keys.CHECKPOINT,
+        bind="query-params",
+        help="The detectors in checkpoints/, the best checkpoint of each training run, or a file of yours.",
     )  # fmt: skip
     if choice != UPLOAD:
         return choice, options[choice]
@@ -93,13 +133,20 @@ def checkpoint_picker(container=st) -> tuple[str, Path] | None:
 def detector_of(path: Path, name: str | None = None) -> Detector | None:
     """A Detector for the checkpoint (cached per file and modification time), or None after an
     error, shown with the checkpoint's `name` in place of its (temporary) path."""
+    detector, error = load_detector(path, name)
+    if error:
+        st.error(error)
+    return detector
+
+
+def load_detector(path: Path, name: str | None = None) -> tuple[Detector | None, str]:
+    """(the checkpoint's Detector, "") or (None, why not, naming the checkpoint by its shown `name`)."""
     try:
-        return load_detector_cached(str(path), file_stamp(path))
-    except (OSError, CheckpointError) as e:
-        st.error(
-            model_error(e, path, name) if isinstance(e, CheckpointError) else f"{name or path}: {e.strerror or e}."
-        )
-        return None
+        return load_detector_cached(str(path), file_stamp(path)), ""
+    except CheckpointError as e:
+        return None, model_error(e, path, name)
+    except OSError as e:
+        return None, f"{name or path}: {e.strerror or e}."
 
 
 def model_error(error: Exception, path: Path | str, name: str | None) -> str:
