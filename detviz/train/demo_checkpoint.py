@@ -59,8 +59,8 @@ LESSON = {  # settings every model of the lesson's ladder shares; the model card
 }
 LADDER_SETTINGS = {  # what differs from LESSON per file of the ladder (detviz.ladder.LADDER: stage, kind)
     "lesson_largest.pt": {"model": "largest", "epochs": 25},
-    "lesson_multilabel.pt": {"model": "multilabel", "epochs": 20, "lr": 3e-3},
-    "lesson_4x4_bce.pt": {"model": "ssd", "anchors": "lesson_4x4", "loss": "bce", "epochs": 20},
+    "lesson_multilabel.pt": {"model": "multilabel", "epochs": 25, "lr": 3e-3},
+    "lesson_4x4_bce.pt": {"model": "ssd", "anchors": "lesson_4x4", "loss": "bce", "epochs": 30, "lr": 3e-3},
     "lesson_multiscale_bce.pt": {
         "model": "ssd-multiscale",
         "anchors": "lesson_multiscale",
