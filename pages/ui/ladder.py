@@ -22,14 +22,14 @@ from detviz.data import DataError, DatasetIndex
 from detviz.data.demo import read_demo_settings
 from detviz.data.spec import dataset_fingerprint, dataset_splits
 from detviz.data.voc import file_stamp
-from detviz.ladder import LADDER, LadderMetricsError, StageModel, read_ladder_metrics, recorded_metric
+from detviz.ladder import LadderMetricsError, StageModel, read_ladder_metrics, recorded_metric
 from detviz.models import compatibility_problems
 from detviz.train import TrainConfig
 from detviz.train.runs import launch, list_runs
 from pages.ui import keys
 from pages.ui.cache import read_index
 from pages.ui.data import Picture, demo_dir
-from pages.ui.models import RUN_PREFIX, checkpoint_dir, runs_dir
+from pages.ui.models import _run_bests, checkpoint_dir, runs_dir
 
 # "Train this stage now": a minute or two on a laptop CPU; the shipped files used the full recipe
 # of detviz.train.demo_checkpoint. The run name starts with LESSON_RUN so the stage finds its runs.
@@ -47,12 +47,7 @@ def _load(path: str, stamp: tuple[int, int]) -> Any:
 
 def _runs_of(kind: str) -> dict[str, Path]:
     """Best checkpoints of this kind's training runs, as "run:<name>", newest first."""
-    found = {}
-    for run in list_runs(runs_dir()):
-        best = run.path / "checkpoints" / "best.pt"
-        if best.is_file() and isinstance(run.config, dict) and run.config.get("model") == kind:
-            found[RUN_PREFIX + run.name] = best
-    return found
+    return {name: best for name, (best, run_kind) in _run_bests().items() if run_kind == kind}
 
 
 def stage_model(stage: StageModel, picture: Picture | None, key: str) -> tuple[str, Any] | None:
@@ -220,10 +215,6 @@ def largest_target(picture: Picture) -> tuple[int | None, Tensor | None]:
 
     k = largest_object(picture.boxes, picture.labels, picture.difficult)
     return (None, None) if k is None else (k, picture.boxes[k])
-
-
-def stage_of(file: str) -> StageModel:
-    return next(m for m in LADDER if m.file == file)
 
 
 def as_normalized(boxes: Tensor, picture: Picture) -> Tensor:
