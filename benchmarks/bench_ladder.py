@@ -2,7 +2,7 @@
 
 - Inference <= 60 ms per image, one image at a time, preprocessing and NMS included (the model
   card's measure), best of 3 passes over 20 demo val images.
-- Each model's quality bar on the demo val split, from the same library calls as the model card:
+- Each model's quality bar on the demo val split, scored by the model card's own `measure`:
   largest object class accuracy >= 0.85 and mean box IoU >= 0.6; multi-label micro F1 >= 0.9;
   4x4 mAP@0.5 >= 0.2; 189-anchor focal mAP@0.5 >= 0.45 and at least its BCE twin's.
 """
@@ -16,10 +16,9 @@ from pathlib import Path
 from benchmarks.common import Row, report
 from detviz.data import load_image, read_voc
 from detviz.data.demo import make_demo_dataset
-from detviz.evaluate import detect_dataset, voc_map
-from detviz.evaluate.stages import score_largest, score_multilabel
 from detviz.inference import Detector, load_predictor
 from detviz.ladder import LADDER
+from detviz.train.demo_checkpoint import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_MS = 60.0
@@ -50,17 +49,14 @@ def main() -> int:
             continue
         predictor = load_predictor(path)
         rows.append(Row(f"{m.file}: inference", _ms_per_image(predictor, images), "ms", GOAL_MS, "per image, CPU"))
+        scores = measure(path, data)  # the model card's own scoring
         if m.kind == "largest":
-            s = score_largest(predictor, index).scores
-            rows += [Row(f"{m.file}: class accuracy", s.accuracy, "", 0.85, "issue 14", higher=True),
-                     Row(f"{m.file}: mean box IoU", s.mean_iou, "", 0.6, "issue 14", higher=True)]  # fmt: skip
+            rows += [Row(f"{m.file}: class accuracy", scores["accuracy"], "", 0.85, "issue 14", higher=True),
+                     Row(f"{m.file}: mean box IoU", scores["mean_iou"], "", 0.6, "issue 14", higher=True)]  # fmt: skip
         elif m.kind == "multilabel":
-            rows.append(Row(f"{m.file}: micro F1", score_multilabel(predictor, index)[0].f1, "", 0.9, "issue 14",
-                            higher=True))  # fmt: skip
+            rows.append(Row(f"{m.file}: micro F1", scores["f1"], "", 0.9, "issue 14", higher=True))
         else:
-            maps[m.file] = voc_map(
-                detect_dataset(predictor, index, score_threshold=0.01), index, index.num_classes, method="all"
-            ).map
+            maps[m.file] = scores["map_all"]
             goal = {"lesson_4x4_bce.pt": 0.2, "lesson_multiscale_focal.pt": 0.45}.get(m.file)
             rows.append(Row(f"{m.file}: mAP@0.5", maps[m.file], "", goal, "issue 14", higher=True))
     twins = ("lesson_multiscale_focal.pt", "lesson_multiscale_bce.pt")
