@@ -30,5 +30,5 @@ navigation = st.navigation(
 notice = st.empty()
 requested = ui.requested_params()
 ui.dataset_sidebar(navigation.url_path)  # the scoring pages prefer the val split
-navigation.run()
+ui.run_page(navigation)
 ui.report_dropped_params(requested, notice)

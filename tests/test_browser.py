@@ -5,6 +5,7 @@ Screenshots go to the test's temporary folder (printed with -s); look at them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -41,15 +42,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def streamlit_server(demo_root: Path, logs: Path) -> Iterator[str]:
+    """A fresh `streamlit run app.py` on a free port, on the demo data; yields its URL."""
     if not CHROMIUM.exists():
         pytest.skip(
             "Debian's chromium is not installed at /usr/bin/chromium (`make test` installs it when run as root)"
         )
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    logs = tmp_path_factory.mktemp("streamlit")
     env = os.environ | {
         "DETVIZ_DEMO_DIR": str(demo_root),
         "DETVIZ_DATA_ROOTS": str(demo_root.parent),
@@ -98,6 +99,12 @@ def server(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture(scope="module")
+def server(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with streamlit_server(demo_root, tmp_path_factory.mktemp("streamlit")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def page(server: str) -> Iterator:
     from playwright.sync_api import sync_playwright
 
@@ -115,13 +122,13 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _settled(page) -> None:
+def _settled(page, timeout: int = WAIT_MS) -> None:
     """Waits until Streamlit has finished running the script."""
-    page.wait_for_selector('[data-testid="stApp"]', timeout=WAIT_MS)
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
         " && document.querySelector('[data-testid=\"stMain\"] h1')",
-        timeout=WAIT_MS,
+        timeout=timeout,
     )
     time.sleep(0.3)
 
@@ -142,6 +149,40 @@ def test_deep_link_on_a_fresh_server_opens_the_image_with_its_boxes(
     assert page.locator('[data-testid="stSidebar"]').get_by_text("Source").count() == 1
     expect(page.locator(".js-plotly-plot .shapelayer path")).to_have_count(record.num_objects, timeout=WAIT_MS)
     page.screenshot(path=str(shots / "01-deep-link.png"))
+
+
+CLASS_AT_ONCE = 8  # browser contexts following one deep link together on a fresh server
+
+
+def test_a_class_following_one_deep_link_on_a_fresh_server_all_land_inside_the_app(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    """Every first visit, however many at once, ends inside app.py's navigation.
+
+    Kills: deciding "outside the app?" from Streamlit's process-wide pages-directory flag. The
+    first session to reach st.navigation flips it while the others are already running their
+    page file alone; those tabs kept the raw file list (app, anchors, browse, ...) as their
+    navigation and no dataset picker, for good.
+    """
+    from playwright.sync_api import sync_playwright
+
+    record = read_voc(demo_root, "val")[3]  # not the page's default image, so the link must carry it
+    with streamlit_server(demo_root, tmp_path) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        tabs = [browser.new_context(viewport={"width": 1200, "height": 900}).new_page() for _ in range(CLASS_AT_ONCE)]
+        for tab in tabs:  # all sessions open while the first run still imports torch
+            tab.goto(f"{url}/predictions?image={record.image_id}", wait_until="commit")
+        for i, tab in enumerate(tabs):
+            _settled(tab, timeout=3 * WAIT_MS)  # eight first runs share the cores and one live-set build
+            _no_exception(tab)
+            nav = tab.locator('[data-testid="stSidebarNav"]')
+            expect(nav.get_by_text("Predictions & NMS")).to_have_count(1, timeout=WAIT_MS)
+            assert nav.get_by_text("app", exact=True).count() == 0, f"tab {i} got the raw pages-directory list"
+            expect(tab.locator('[data-testid="stSidebar"]').get_by_text("Source")).to_have_count(1, timeout=WAIT_MS)
+            picker = tab.get_by_role("combobox", name="Image", exact=True)
+            expect(picker).to_have_value(record.image_id, timeout=WAIT_MS)
+            expect(tab).to_have_url(re.compile(rf"/predictions\?image={record.image_id}$"))
+        browser.close()
 
 
 def test_overview_then_browse_then_open_an_image(page, server: str, demo_root: Path, shots: Path) -> None:

@@ -23,7 +23,7 @@ import threading
 
 import pandas  # noqa: F401  (see below)
 import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
+from streamlit.navigation.page import StreamlitPage
 
 from pages.ui import keys
 from pages.ui.cache import (
@@ -120,6 +120,7 @@ __all__ = [
     "report_dropped_params",
     "requested_params",
     "run_checkpoints",
+    "run_page",
     "runs_dir",
     "share_link",
     "shipped_checkpoints",
@@ -131,17 +132,34 @@ __all__ = [
 ]
 
 
+_run = threading.local()  # per script thread: is this run inside app.py's navigation?
+
+
+def run_page(navigation: StreamlitPage) -> None:
+    """app.py's last step: runs the chosen page, marked as run inside the app (ensure_entrypoint)."""
+    _run.inside_app = True
+    try:
+        navigation.run()
+    finally:
+        _run.inside_app = False
+
+
 def ensure_entrypoint() -> None:
     """Runs app.py instead when Streamlit ran this page file on its own.
 
     Because a folder named pages/ sits next to app.py, Streamlit starts each server process
     in its old "pages directory" mode: until the first run reaches `st.navigation`, a request
     for /browse runs pages/browse.py alone, without the sidebar or the real navigation. That
-    happens when the first visitor after a start follows a deep link (and in every AppTest
-    run). Running app.py here switches the process to `st.navigation` for good and renders
-    the requested page inside it. Every page calls this first.
+    happens to every first visitor after a start who follows a deep link (a class opening the
+    teacher's link together: many such runs at once) and in AppTest runs of a page file.
+    Running app.py here renders the requested page inside the real navigation.
+
+    The test is whether *this* run came through app.py (a mark on the script thread, set by
+    `run_page`), not Streamlit's process-wide mode flag: the first session to reach
+    `st.navigation` flips that flag while other first sessions are already past the point
+    where Streamlit read it, and those would stay outside the app. Every page calls this first.
     """
-    if PagesManager.uses_pages_directory:
+    if not getattr(_run, "inside_app", False):
         runpy.run_path(str(APP_DIR / "app.py"), run_name="__main__")
         st.stop()
 
