@@ -9,11 +9,13 @@ DEV := $(VENV)/.dev-installed
 DEMO := data/demo/demo.json
 ADDRESS ?= localhost
 PORT ?= 8501
+# Classroom (read-only) mode: READONLY=1 on, READONLY=0 off; empty: on unless ADDRESS is this machine.
+READONLY ?= $(DETVIZ_READONLY)
 
 .PHONY: run test bench lint demo-data demo-checkpoint lesson-checkpoints chromium clean
 
 run: $(RUNTIME) $(DEMO)
-	$(PY) -m streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT)
+	DETVIZ_READONLY=$(READONLY) $(PY) -m streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT)
 
 test: $(DEV) chromium
 	$(PY) -m pytest

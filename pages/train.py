@@ -7,7 +7,6 @@ folders in ui.runs_dir().
 
 import dataclasses
 import shlex
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -26,7 +25,7 @@ from detviz.figures import (
     validation_figure,
     validation_metrics,
 )
-from detviz.train import MetricsFollower, RunFolder, TrainConfig, cancel, cli_command, delete_run, launch
+from detviz.train import MetricsFollower, RunFolder, TrainConfig, cli_command
 from detviz.train.config import CHOICES, learning_rate_text, parse_learning_rate
 from detviz.train.report import (
     LIVE_STATES,
@@ -41,6 +40,7 @@ from detviz.train.report import (
 from detviz.train.runs import NAME_PATTERN, launch_problems, list_runs, poll_interval
 from pages import ui
 from pages.ui import data, keys
+from pages.ui.run_actions import cancel_run, delete_run_named, launch_run
 from pages.ui.snapshots import epoch_scrubber
 
 ui.ensure_entrypoint()
@@ -115,6 +115,8 @@ def main() -> None:
         st.info("No GPU here: runs train on the CPU. That works (the shipped checkpoints were trained so), only "
                 "slower: keep images small and epochs few. The command below also runs on a GPU machine or a "
                 "cluster unchanged.", icon=":material/memory:")  # fmt: skip
+    if ui.read_only():
+        ui.lock_note("launching, cancelling or deleting runs", full=True)
     notice = st.session_state.pop(keys.TRAIN_NOTICE, None)
     if notice:
         (st.error if notice[0] == "error" else st.success)(notice[1])
@@ -211,13 +213,15 @@ def _form(cuda: int) -> None:
         st.error("Cannot launch yet:\n" + "\n".join(f"- {p}" for p in blocking), icon=":material/block:")
     elif cuda == 0 and config.amp:
         st.caption("AMP is ignored on the CPU; the flag stays in the command for a GPU machine.")
+    if ui.read_only():
+        return
     b1, b2, _ = st.columns([1, 1.4, 3])
     b1.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=bool(blocking),
               help="Fix the problems above first." if blocking else "Starts the run as its own process.",
-              on_click=_launch, args=(config, gpus, False))  # fmt: skip
+              on_click=launch_run, args=(config, gpus, False))  # fmt: skip
     b2.button("Find the learning rate", icon=":material/search:", disabled=bool(finder_problems),
               help="A short job of its own (100 batches at most): loss against a rising learning rate, and a "
-              "suggested rate for the form.", on_click=_launch, args=(finder_config, 1, True))  # fmt: skip
+              "suggested rate for the form.", on_click=launch_run, args=(finder_config, 1, True))  # fmt: skip
 
 
 def _data_fields(problems: list[str]) -> DataChoice:
@@ -302,23 +306,6 @@ def _setting(where: Any, name: str, disabled: bool = False, options: list[str] |
     return where.selectbox(setting.label, options, index=index, **widget)
 
 
-def _launch(config: TrainConfig, gpus: int, find_lr: bool) -> None:
-    """Launch / Find buttons' callback: starts the process, then shows it in Watch."""
-    try:
-        path = launch(config, ui.runs_dir(), "" if find_lr else config.name, gpus, find_lr=find_lr)
-    except (ValueError, OSError) as e:
-        st.session_state[keys.TRAIN_NOTICE] = ("error", f"Not launched: {e}")
-        return
-    st.session_state[keys.RUN] = path.name
-    st.session_state[keys.TRAIN_VIEW] = "Watch"
-    what = "Learning-rate finder" if find_lr else "Run"
-    st.session_state[keys.TRAIN_NOTICE] = ("success", f"{what} {path.name} started as process {_pid(path)}.")
-
-
-def _pid(path: Path) -> str:
-    return str(RunFolder(path).read_status().pid or "?")
-
-
 # --- watching one run --------------------------------------------------------------------------
 
 
@@ -363,10 +350,10 @@ def _show_run(run: RunFolder) -> str:
     head, button = st.columns([5, 1], vertical_alignment="center")
     icon, color = STATE_BADGES.get(state, (":material/help:", "gray"))
     head.markdown(f"### {'Learning-rate finder' if finder else 'Run'} {run.path.name} :{color}-badge[{icon} {state}]")
-    if state in LIVE_STATES:
+    if state in LIVE_STATES and not ui.read_only():
         button.button("Cancel", icon=":material/stop_circle:", key=f"{keys.TRAIN_CANCEL}{run.path.name}",
                       help="Stops the run; a training run saves a checkpoint first (resume it from a terminal).",
-                      on_click=_cancel, args=(run.path,))  # fmt: skip
+                      on_click=cancel_run, args=(run.path,))  # fmt: skip
     sentence = state_sentence(state, status)
     if state == RunState.FAILED:
         st.error(sentence, icon=":material/error:")
@@ -379,13 +366,6 @@ def _show_run(run: RunFolder) -> str:
     with st.expander(f"Log (last {LOG_LINES} lines of train.log)", expanded=state == RunState.FAILED):
         st.code(run.log_tail(LOG_LINES) or "(empty so far)", language=None)
     return state
-
-
-def _cancel(path: Path) -> None:
-    if cancel(path):
-        st.toast(f"Asked {path.name} to stop: it saves a checkpoint, then ends.", icon=":material/stop_circle:")
-    else:
-        st.toast(f"{path.name} is not running any more.")
 
 
 def _records(run: RunFolder) -> list[dict]:
@@ -482,7 +462,8 @@ def _runs() -> None:
     st.subheader("All runs")
     st.fragment(_runs_table, run_every=TABLE_POLL_SECONDS if live else None)()
     _compare([r for r in runs if not r.status.is_lr_find])
-    _delete([r.name for r in runs if r.state not in LIVE_STATES])
+    if not ui.read_only():
+        _delete([r.name for r in runs if r.state not in LIVE_STATES])
 
 
 def _runs_table() -> None:
@@ -535,20 +516,7 @@ def _delete(names: list[str]) -> None:
         if victim is None:
             return
         sure = st.checkbox(f"Yes, delete {victim} and its checkpoints for good", key=keys.TRAIN_DELETE_SURE)
-        st.button("Delete", icon=":material/delete:", disabled=not sure, on_click=_delete_run, args=(victim,))
-
-
-def _delete_run(name: str) -> None:
-    try:
-        delete_run(ui.runs_dir() / name, ui.runs_dir())
-    except (ValueError, OSError) as e:
-        st.session_state[keys.TRAIN_NOTICE] = ("error", f"Not deleted: {e}")
-        return
-    st.session_state[keys.TRAIN_NOTICE] = ("success", f"Deleted {name}.")
-    st.session_state.pop(keys.TRAIN_DELETE, None)
-    st.session_state.pop(keys.TRAIN_DELETE_SURE, None)
-    if st.session_state.get(keys.RUN) == name:
-        st.session_state.pop(keys.RUN)
+        st.button("Delete", icon=":material/delete:", disabled=not sure, on_click=delete_run_named, args=(victim,))
 
 
 main()

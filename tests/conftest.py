@@ -25,6 +25,16 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _writable() -> Iterator[None]:
+    """The app is writable (not in classroom mode) unless a test says otherwise: an AppTest's
+    server.address comes from the .streamlit/config.toml of the working directory, and without one
+    it is unset, which would make the app read-only (tests/test_readonly.py sets it to 1)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DETVIZ_READONLY", "0")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _no_leftovers() -> Iterator[None]:
     """Nothing a test starts or caches reaches the next one, whatever the order: the live pages'

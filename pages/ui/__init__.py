@@ -8,6 +8,8 @@
     widgets   URL plumbing, figures with export, anchor / level pickers, threshold sliders
     scoring   Predictions' and Evaluate's headline mAP, training-split warning, A/B model B
               (imported by those pages as `from pages.ui import scoring`)
+    access    classroom (read-only) mode: read_only(), the lock line, the handlers' refusal
+    run_actions  the Train page's launch / cancel / delete callbacks, each refusing when read-only
 
 The functions and constants pages call are re-exported here: `from pages import ui`, then
 `ui.current_index()`. A package rather than pages/ui.py: Streamlit lists every pages/*.py as a
@@ -26,6 +28,7 @@ import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
 from pages.ui import keys
+from pages.ui.access import lock_note, read_only, refuse_if_read_only
 from pages.ui.cache import (
     anchors_of,
     coverage_of,
@@ -111,12 +114,15 @@ __all__ = [
     "lesson_numbers",
     "level_picker",
     "link_params",
+    "lock_note",
     "model_error",
     "pick_picture",
     "raw_outputs",
     "read_index",
+    "read_only",
     "record_image",
     "record_thumbnail",
+    "refuse_if_read_only",
     "report_dropped_params",
     "requested_params",
     "run_checkpoints",

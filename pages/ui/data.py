@@ -23,7 +23,7 @@ from detviz.data.spec import (
     default_demo_dir,
 )
 from detviz.matching import Match
-from pages.ui import cache, keys
+from pages.ui import access, cache, keys
 
 APP_DIR = Path(__file__).resolve().parents[2]
 
@@ -80,11 +80,16 @@ VAL_SPLIT = "val"
 
 
 def pick_kind(picker: Picker, container=st) -> str:
-    """The source radio: demo, voc or coco (the option names double as URL values: ?data=voc)."""
-    return container.radio(
-        "Source", KINDS, captions=[KIND_CAPTIONS[k] for k in KINDS], key=picker.prefix + keys.DATA_KIND,
+    """The source radio: demo, voc or coco (the option names double as URL values: ?data=voc).
+    In classroom mode demo only (a link's ?data=voc is dropped and said so), with the lock line."""
+    kinds = ("demo",) if access.read_only() else KINDS
+    kind = container.radio(
+        "Source", kinds, captions=[KIND_CAPTIONS[k] for k in kinds], key=picker.prefix + keys.DATA_KIND,
         bind="query-params",
     )  # fmt: skip
+    if len(kinds) < len(KINDS):
+        access.lock_note("opening other datasets", container)
+    return kind
 
 
 def pick_source(kind: str, picker: Picker, columns=(st, st)) -> DatasetSpec:
@@ -97,13 +102,15 @@ def pick_source(kind: str, picker: Picker, columns=(st, st)) -> DatasetSpec:
     """
     roots = data_roots()
     hint = ", ".join(str(r) for r in roots)
+    if kind != "demo" and access.refuse_if_read_only(f"Opening a {kind} dataset by path", columns[0]):
+        kind = "demo"  # the built-in set, the one dataset a classroom server opens
     if kind == "demo":
         folder = demo_dir()
         if read_demo_settings(folder) is None:
             if picker.draws_demo:
                 _offer_demo(folder, columns[0])
-            raise NoDataset(f"The built-in demo dataset is not drawn yet in {folder}: draw it with the button in "
-                            "the sidebar (Source: demo).", "info")  # fmt: skip
+            how = "`make demo-data` draws it" if access.read_only() else "draw it with the button in the sidebar"
+            raise NoDataset(f"The built-in demo dataset is not drawn yet in {folder}: {how} (Source: demo).", "info")
         return DatasetSpec("demo", str(folder))
     if kind == "voc":
         path = _path_input(columns[0], "VOC folder", picker.prefix + keys.VOC_DIR, "data/VOCdevkit/VOC2007",
@@ -162,6 +169,7 @@ def dataset_sidebar(page: str = "") -> None:
 
     page: the url path of the page about to run; on SCORING_PAGES the split's first choice is val.
     """
+    access.warn_if_misconfigured()
     with st.sidebar:
         st.subheader("Dataset")
         kind = pick_kind(SIDEBAR)
@@ -180,13 +188,17 @@ def dataset_sidebar(page: str = "") -> None:
 
 
 def _offer_demo(folder: Path, container) -> None:
-    """Says the demo dataset is missing, with a button that draws it."""
+    """Says the demo dataset is missing, with a button that draws it (in classroom mode: the command)."""
     container.warning(f"The demo dataset is not in {folder} yet.")
-    if container.button("Draw the demo dataset", type="primary", help="About 15 s; nothing is downloaded."):
+    if access.read_only():
+        access.lock_note("drawing the demo dataset", container)
+    elif container.button("Draw the demo dataset", type="primary", help="About 15 s; nothing is downloaded."):
         _draw_demo(folder)
 
 
 def _draw_demo(folder: Path) -> None:
+    if access.refuse_if_read_only("Drawing the demo dataset"):
+        return
     bar = st.progress(0.0, text="Drawing the demo dataset…")
 
     def progress(done: int, total: int) -> None:

@@ -20,13 +20,13 @@ from torch import Tensor
 from detviz.checkpoints import CheckpointError
 from detviz.data import DataError, DatasetIndex
 from detviz.data.demo import read_demo_settings
-from detviz.data.spec import dataset_fingerprint, dataset_splits
+from detviz.data.spec import DatasetSpec, dataset_fingerprint, dataset_splits
 from detviz.data.voc import file_stamp
 from detviz.ladder import LadderMetricsError, StageModel, read_ladder_metrics, recorded_metric
 from detviz.models import compatibility_problems
 from detviz.train import TrainConfig
 from detviz.train.runs import launch, list_runs
-from pages.ui import keys
+from pages.ui import access, keys
 from pages.ui.cache import read_index
 from pages.ui.data import Picture, demo_dir
 from pages.ui.models import _run_bests, checkpoint_dir, runs_dir
@@ -177,36 +177,54 @@ def ladder_metrics() -> dict[str, dict[str, Any]]:
         return {}
 
 
+def _run_prefix(stage: StageModel) -> str:
+    """What the names of the stage's quick runs start with: "lesson-largest-", "lesson-4x4_bce-", ..."""
+    return f"{LESSON_RUN}{Path(stage.file).stem.removeprefix('lesson_')}-"
+
+
 def train_stage_now(stage: StageModel, picture: Picture | None) -> None:
     """A "Train this stage now" button (a small run of the stage's model on the sidebar dataset,
-    the Train page's launcher) and the epoch scrubber of the newest such run."""
+    the Train page's launcher) and the epoch scrubber of the newest such run. In classroom mode
+    the lock line stands for the button; the teacher's runs still show."""
     from pages.ui.snapshots import epoch_scrubber
 
     selection = st.session_state.get(keys.SELECTION)
-    tag = Path(stage.file).stem.removeprefix("lesson_")  # largest, multilabel, 4x4_bce, multiscale_focal, ...
-    prefix = f"{LESSON_RUN}{tag}-"
+    prefix = _run_prefix(stage)
+    tag = prefix.removeprefix(LESSON_RUN).removesuffix("-")
     runs = [r for r in list_runs(runs_dir()) if r.name.startswith(prefix)]
-    with st.expander(f"Train this stage now ({QUICK['epochs']} epochs at {QUICK['image_size']} px, a minute or "
-                     "two on a CPU) and watch it learn", expanded=bool(runs)):  # fmt: skip
-        if selection is None:
+    locked = access.read_only()
+    label = f"Train this stage now ({QUICK['epochs']} epochs at {QUICK['image_size']} px, a minute or two on a CPU)"
+    with st.expander("Watch this stage learn" if locked else f"{label} and watch it learn", expanded=bool(runs)):
+        if locked:
+            access.lock_note("training from the page", full=True)
+        elif selection is None:
             st.info("Choose a dataset in the sidebar first.")
             return
-        spec, split = selection
-        if st.button("Train this stage now", key=f"lesson-train-{tag}", icon=":material/play_arrow:"):
-            name = f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}"
-            config = TrainConfig(data=str(spec), train_split=split or "train", model=stage.kind, name=name,
-                                 anchors=QUICK_ANCHORS.get(stage.kind, ""), loss="bce" if "bce" in stage.file else "focal",
-                                 out=str(runs_dir()), **QUICK)  # fmt: skip
-            try:
-                launch(config, runs_dir(), name)
-            except (ValueError, OSError) as e:
-                st.error(f"Not started: {e}")
+        elif st.button("Train this stage now", key=f"lesson-train-{tag}", icon=":material/play_arrow:"):
+            if launch_stage(stage, *selection) is None:
                 return
-            st.success(f"Started {name}: its predictions appear here after each epoch (the Train page shows it too).")
             runs = [r for r in list_runs(runs_dir()) if r.name.startswith(prefix)]
         if runs:
             st.caption(f"Run {runs[0].name}: {runs[0].state}.")
             epoch_scrubber(runs[0].path, key=f"lesson-scrub-{tag}", height=380)
+
+
+def launch_stage(stage: StageModel, spec: DatasetSpec, split: str) -> str | None:
+    """Starts a quick run (QUICK) of the stage's model on the dataset `spec` (its split; "" for a
+    COCO json) and says so; returns the run's name, or None after a refusal or an error, shown."""
+    if access.refuse_if_read_only("Training this stage"):
+        return None
+    name = f"{_run_prefix(stage)}{time.strftime('%Y%m%d-%H%M%S')}"
+    config = TrainConfig(data=str(spec), train_split=split or "train", model=stage.kind, name=name,
+                         anchors=QUICK_ANCHORS.get(stage.kind, ""), loss="bce" if "bce" in stage.file else "focal",
+                         out=str(runs_dir()), **QUICK)  # fmt: skip
+    try:
+        launch(config, runs_dir(), name)
+    except (ValueError, OSError) as e:
+        st.error(f"Not started: {e}")
+        return None
+    st.success(f"Started {name}: its predictions appear here after each epoch (the Train page shows it too).")
+    return name
 
 
 def largest_target(picture: Picture) -> tuple[int | None, Tensor | None]:

@@ -16,7 +16,7 @@ from detviz.data.voc import file_stamp
 from detviz.models import DETECTOR_KINDS, CheckpointError, compatibility_problems
 from detviz.train import TrainConfig
 from detviz.train.runs import list_runs
-from pages.ui import keys
+from pages.ui import access, keys
 from pages.ui.cache import checkpoint_kind_cached, load_detector_cached
 from pages.ui.data import APP_DIR
 
@@ -102,32 +102,47 @@ def checkpoint_picker(container=st) -> tuple[str, Path] | None:
     """A checkpoint: a shipped detector, a run's best.pt, or uploaded (loaded safely: tensors only,
     no code); DEFAULT_CHECKPOINT first when it is there.
 
-    Bound to ?ckpt= (an upload cannot be in a link). Returns (shown name, file) or None.
+    Bound to ?ckpt= (an upload cannot be in a link). In classroom mode there is no upload, only
+    the lock line. Returns (shown name, file) or None.
     """
     options, others = detector_choices()
+    locked = access.read_only()
     wanted = st.query_params.get(keys.CHECKPOINT, "")
     if wanted in others:  # a link to a classifier (Streamlit drops the value)
         container.warning(not_a_detector(wanted, others[wanted]))
     choice = container.selectbox(
-        "Checkpoint", [*options, UPLOAD], index=default_choice(list(options)), key=keys.CHECKPOINT,
-        bind="query-params",
+        "Checkpoint", [*options, *([] if locked else [UPLOAD])], index=default_choice(list(options)),
+        key=keys.CHECKPOINT, bind="query-params",
         help="The detectors in checkpoints/, the best checkpoint of each training run, or a file of yours.",
     )  # fmt: skip
+    if locked:  # below the page's row of pickers, not in the picker's narrow column
+        access.lock_note("uploading checkpoints")
     if choice != UPLOAD:
-        return choice, options[choice]
+        return (choice, options[choice]) if choice in options else None
     upload = container.file_uploader("Checkpoint file", type=["pt", "pth"], key=keys.CHECKPOINT_UPLOAD,
                                      help="A detviz checkpoint. Only tensors and plain data are read; "
                                           "a file carrying Python objects is refused.")  # fmt: skip
     if upload is None:
         container.info("Choose a .pt file made by detviz (`python -m detviz.train`).")
         return None
-    data = upload.getvalue()
-    folder = Path(tempfile.gettempdir()) / "detviz-uploads"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{hashlib.sha256(data).hexdigest()[:24]}.pt"
+    path = save_upload(upload.getvalue(), container)
+    return None if path is None else (upload.name, path)
+
+
+def upload_path(data: bytes) -> Path:
+    """Where an uploaded checkpoint's bytes are kept: a temporary file named by their hash."""
+    return Path(tempfile.gettempdir()) / "detviz-uploads" / f"{hashlib.sha256(data).hexdigest()[:24]}.pt"
+
+
+def save_upload(data: bytes, container=st) -> Path | None:
+    """Writes an uploaded checkpoint to upload_path (once per content); None, refused, in classroom mode."""
+    if access.refuse_if_read_only("Uploading a checkpoint", container):
+        return None
+    path = upload_path(data)
+    path.parent.mkdir(exist_ok=True)
     if not path.is_file():
         path.write_bytes(data)
-    return upload.name, path
+    return path
 
 
 def detector_of(path: Path, name: str | None = None) -> Detector | None:
