@@ -58,6 +58,7 @@ STATE_BADGES = {  # state -> (material icon, badge colour)
     RunState.CANCELLED: (":material/stop_circle:", "orange"),
 }
 NO_VALIDATION = "(none)"
+NO_INIT = "(fresh)"  # the backbone starts from random weights (or ImageNet's)
 DEFAULT_ANCHORS = "default"  # the model's own preset (TrainConfig.anchors ""); also its URL value
 
 
@@ -79,6 +80,9 @@ SETTINGS = {  # the fields the form shows, by TrainConfig field name
     "model": Setting("Model"),
     "backbone": Setting("Backbone"),
     "pretrained": Setting("ImageNet weights"),
+    "init_backbone": Setting("Backbone from", help="Start the backbone from a trained checkpoint's (a shipped one "
+                             "or a run's best; its backbone must be the kind chosen above), as the lesson starts "
+                             "each stage from a trained network. The head always starts fresh."),
     "anchors": Setting("Anchor preset"),
     "loss": Setting("Classification loss", radio=True),
     "alpha": Setting("alpha", (0.01, 0.99), 0.05),
@@ -159,6 +163,9 @@ def _form(cuda: int) -> None:
         values["model"] = _setting(c[0], "model")
         values["backbone"] = _setting(c[1], "backbone")
         values["pretrained"] = _setting(c[1], "pretrained", disabled=values["backbone"] == "small")
+        sources = ui.backbone_sources()
+        start = _setting(c[1], "init_backbone", disabled=values["pretrained"], options=[NO_INIT, *sources])
+        values["init_backbone"] = "" if values["pretrained"] or start not in sources else str(sources[start])
         ssd = values["model"].startswith("ssd")
         values["anchors"] = _setting(c[2], "anchors", disabled=not ssd, options=[DEFAULT_ANCHORS, *PRESETS])
         values["loss"] = _setting(c[3], "loss", disabled=not ssd)

@@ -30,7 +30,7 @@ from detviz.figures import (
     validation_figure,
     validation_metrics,
 )
-from detviz.models import load_checkpoint, read_checkpoint
+from detviz.models import ModelConfig, build_model, checkpoint_payload, load_checkpoint, read_checkpoint
 from detviz.train import MetricsFollower, RunFolder, TrainConfig, cancel, cli_command, delete_run, launch
 from detviz.train.__main__ import build_parser
 from detviz.train.report import LIVE_STATES, STATES, RunStatus
@@ -146,6 +146,49 @@ def test_launch_problems_name_the_fix() -> None:
     assert "this machine has 2; lower the number" in one(TrainConfig(), 4, 2)
     assert "this machine has none" in one(TrainConfig(), 2, 0)
     assert "split over 8 GPUs" in one(TrainConfig(batch_size=4), 8, 8)
+
+
+def _checkpoint(path: Path, backbone: str = "small") -> Path:
+    config = ModelConfig(kind="multilabel", backbone=backbone, class_names=("a", "b"), image_size=64)
+    torch.save(checkpoint_payload(build_model(config), config), path)
+    return path
+
+
+def test_init_backbone_must_be_a_checkpoint_of_the_same_backbone(tmp_path: Path) -> None:
+    """Kills: a --init-backbone that fails only inside the launched process (a file that is no
+    checkpoint, or one whose backbone is of another kind), instead of before Launch."""
+    small = _checkpoint(tmp_path / "small.pt")
+    assert launch_problems(TrainConfig(init_backbone=str(small)), 1, 0) == []
+    (problem,) = launch_problems(TrainConfig(backbone="resnet18", init_backbone=str(small)), 1, 0)
+    assert problem == (
+        "--init-backbone small.pt: backbone: the checkpoint has 'small', expected 'resnet18'; "
+        "choose --backbone small or another file."
+    )
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    (problem,) = launch_problems(TrainConfig(init_backbone=str(tmp_path / "notes.pt")), 1, 0)
+    assert problem.startswith("--init-backbone: ") and "notes.pt: not a PyTorch checkpoint" in problem
+    (problem,) = launch_problems(TrainConfig(init_backbone=str(tmp_path / "gone.pt")), 1, 0)
+    assert "gone.pt: checkpoint file not found" in problem
+
+
+def test_the_form_starts_a_backbone_from_a_shipped_checkpoint(data_root: Path) -> None:
+    """Kills: the form dropping its "Backbone from" choice from the command (the lesson's ladder
+    is trained so), sending it with ImageNet weights too (the config refuses both), or offering
+    no shipped file."""
+    (data_root / "checkpoints").mkdir(exist_ok=True)
+    shipped = _checkpoint(data_root / "checkpoints" / "teacher.pt")
+    at = run_app(TRAIN, train_batch="4")
+    picker = at.selectbox(key="train_init")
+    assert picker.options[0] == "(fresh)" and "teacher.pt" in picker.options
+    assert "--init-backbone" not in at.code[0].value
+    picker.set_value("teacher.pt").run()
+    assert f"--init-backbone {shipped}" in at.code[0].value and not at.error
+    assert not button(at, "Launch").disabled
+    at.selectbox(key="train_backbone").set_value("resnet18").run()
+    assert any("choose --backbone small or another file" in e for e in texts(at.error))
+    assert button(at, "Launch").disabled
+    at.checkbox(key="train_pretrained").check().run()  # ImageNet weights: the choice is off
+    assert at.selectbox(key="train_init").disabled and "--init-backbone" not in at.code[0].value
 
 
 # --- files of a run ----------------------------------------------------------------------------

@@ -492,6 +492,7 @@ def launch_problems(config: TrainConfig, gpus: int, cuda_devices: int) -> list[s
         problems.append(f"--device {device}: this machine has no CUDA GPU; choose cpu or auto.")
     elif device.startswith("cuda:") and device[5:].isdigit() and int(device[5:]) >= cuda_devices:
         problems.append(f"--device {device}: this machine has {cuda_devices} CUDA GPU(s), cuda:0 to cuda:{cuda_devices - 1}.")  # fmt: skip
+    problems += init_backbone_problems(config)
     if gpus < 1:
         problems.append(f"Number of GPUs {gpus}: at least 1.")
     elif gpus > 1:
@@ -504,3 +505,20 @@ def launch_problems(config: TrainConfig, gpus: int, cuda_devices: int) -> list[s
         if config.batch_size < gpus:
             problems.append(f"--batch-size {config.batch_size} is split over {gpus} GPUs: give at least {gpus}.")
     return problems
+
+
+def init_backbone_problems(config: TrainConfig) -> list[str]:
+    """Why config.init_backbone cannot start this run's backbone (not a readable detviz checkpoint,
+    or a backbone of another kind); [] when it can, or when none is named."""
+    if not config.init_backbone:
+        return []
+    from detviz.checkpoints import CheckpointError, compatibility_problems, load_checkpoint
+
+    try:
+        _, info = load_checkpoint(config.init_backbone)
+    except CheckpointError as e:
+        return [f"--init-backbone: {e}"]
+    return [
+        f"--init-backbone {Path(config.init_backbone).name}: {p}; choose --backbone {info.model.backbone} or another file."
+        for p in compatibility_problems(info, backbone=config.backbone)
+    ]

@@ -70,7 +70,7 @@ from pages.ui.widgets import (
 # The checkpoint and detector pickers load on first use (`ui.detector_of` works as the rest):
 # they import the training and inference code, and with it torchvision (seconds), which the
 # pages that only draw data never need.
-_MODELS = ("RUN_PREFIX", "UPLOAD", "checkpoint_picker", "detector_of", "fits_dataset", "model_error",
+_MODELS = ("RUN_PREFIX", "UPLOAD", "backbone_sources", "checkpoint_picker", "detector_of", "fits_dataset", "model_error",
            "run_checkpoints", "runs_dir", "shipped_checkpoints", "shipped_detectors")  # fmt: skip
 
 
@@ -99,6 +99,7 @@ __all__ = [
     "anchor_picker",
     "anchors_of",
     "app_path",
+    "backbone_sources",
     "checkpoint_picker",
     "coverage_of",
     "current_index",

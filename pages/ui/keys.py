@@ -101,6 +101,7 @@ TRAIN_FORM = {  # TrainConfig field -> its widget's key in the form
     "model": "train_model",
     "backbone": "train_backbone",
     "pretrained": "train_pretrained",
+    "init_backbone": "train_init",
     "anchors": "train_anchors",
     "loss": "train_loss",
     "alpha": "train_alpha",

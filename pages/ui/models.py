@@ -71,6 +71,12 @@ def _run_bests() -> dict[str, tuple[Path, object]]:
     }  # fmt: skip
 
 
+def backbone_sources() -> dict[str, Path]:
+    """What a new run may start its backbone from: every shipped checkpoint (by file name) and every
+    run's best ("run:<name>"), of any kind (the lesson's ladder starts from demo_focal.pt's)."""
+    return shipped_checkpoints() | {name: best for name, (best, _) in _run_bests().items()}
+
+
 def run_checkpoints() -> dict[str, Path]:
     """Best checkpoints of the training runs that trained a detector, as "run:<name>", newest first."""
     return {name: best for name, (best, kind) in _run_bests().items() if kind in DETECTOR_KINDS}
