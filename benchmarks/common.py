@@ -27,7 +27,11 @@ class Row:
     @property
     def ratio(self) -> float | None:
         """value / goal: at most 1 meets an "at most" goal, at least 1 an "at least" goal."""
-        return None if self.goal is None else self.value / self.goal
+        if self.goal is None:
+            return None
+        if self.goal == 0:  # "none at all" (exceptions, hung tabs): met only by 0
+            return 0.0 if self.value == 0 else float("inf")
+        return self.value / self.goal
 
     @property
     def met(self) -> bool:

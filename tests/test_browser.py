@@ -6,40 +6,21 @@ Screenshots go to the test's temporary folder (printed with -s); look at them.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 from playwright.sync_api import expect
 
+from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS, demo_env
+from benchmarks.browser import streamlit_server as start_server
 from detviz.data import read_voc
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 WAIT_MS = 90_000  # the first page of a fresh server imports torch and torchvision
 
 pytestmark = pytest.mark.browser
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -49,53 +30,8 @@ def streamlit_server(demo_root: Path, logs: Path) -> Iterator[str]:
         pytest.skip(
             "Debian's chromium is not installed at /usr/bin/chromium (`make test` installs it when run as root)"
         )
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = os.environ | {
-        "DETVIZ_DEMO_DIR": str(demo_root),
-        "DETVIZ_DATA_ROOTS": str(demo_root.parent),
-        "DETVIZ_CACHE_DIR": str(logs / "cache"),
-        "DETVIZ_RUNS_DIR": str(logs / "runs"),
-    }
-    with open(logs / "streamlit.log", "w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "app.py",
-                "--server.port",
-                str(port),
-                "--server.address",
-                "127.0.0.1",
-                "--server.headless",
-                "true",
-                "--browser.gatherUsageStats",
-                "false",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.time() + 60
-            while True:
-                try:
-                    if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read().strip() == b"ok":
-                        break
-                except OSError:
-                    if time.time() > deadline or proc.poll() is not None:
-                        pytest.fail(f"streamlit did not start; see {logs / 'streamlit.log'}")
-                    time.sleep(0.3)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with start_server(demo_env(demo_root, logs), logs / "streamlit.log") as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,169 @@
+"""A class on one laptop (issue 15): N students' Chromium tabs on one fresh Predictions server.
+
+Every student opens the teacher's kind of link, /predictions?image=<an image of its own>, at
+the same moment on a freshly started server, then all move the score slider together (one
+arrow-key step on its thumb), MOVES times. Measured in the browsers, end to end:
+
+- first render: from the tab's navigation to the end of the first script run that shows the
+  sliders; a move: from the key press to the end of the rerun it caused (the app's
+  script-state attribute, watched by a MutationObserver in each tab);
+- exception boxes on any tab, and hung tabs (a move not finished within HUNG_SECONDS);
+- the server's CPU seconds per rerun (utime + stime of the streamlit process from /proc over
+  the moves, divided by the reruns) and its peak resident memory (VmHWM).
+
+The browsers run on the same 2 cores as the server, as in a test on one machine.
+Goals (issue 15): 10 students, move p95 <= 2 s with no exception and no hung tab; server CPU
+<= 0.1 s per slider rerun; 30 students, no exception and no hung tab (their p95 is reported).
+
+    python -m benchmarks.bench_classroom [--students 10 30] [--moves 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS, ROOT, demo_env, streamlit_server
+from benchmarks.common import Row, report
+from detviz.data import make_demo_dataset, read_voc
+from detviz.data.demo import read_demo_settings
+
+MOVES = 5
+HUNG_SECONDS = 60.0
+GOAL_MOVE_P95_S = 2.0
+GOAL_CPU_PER_RERUN_S = 0.1
+SLIDER = "Score threshold"
+
+# Counts the ends of script runs (the app's script state turning to "notRunning") in the tab,
+# with the time of the last one and of the first one after which the sliders are on the page.
+WATCH_RUNS = """
+window.__runs = 0;
+new MutationObserver(() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  const state = app && app.getAttribute('data-test-script-state');
+  if (state === window.__state) return;
+  window.__state = state;
+  if (state !== 'notRunning') return;
+  window.__runs += 1;
+  window.__lastDone = performance.now();
+  if (window.__firstDone === undefined && document.querySelector('[data-testid="stSlider"]'))
+    window.__firstDone = performance.now();
+}).observe(document, {attributes: true, subtree: true, attributeFilter: ['data-test-script-state']});
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation; nan for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    low = int(k)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _exceptions(tabs) -> int:
+    return sum(tab.locator('[data-testid="stException"]').count() for tab in tabs)
+
+
+def classroom(students: int, moves: int, demo: Path, work: Path) -> list[Row]:
+    """One fresh server and `students` browser contexts: the rows of that class."""
+    from playwright.sync_api import sync_playwright
+
+    ids = read_voc(demo, "val").image_ids
+    first, move_times, hung = [], [], 0
+    with streamlit_server(demo_env(demo, work), work / "streamlit.log") as (url, proc), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        tabs = []
+        for _ in range(students):
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            context.add_init_script(WATCH_RUNS)
+            tabs.append(context.new_page())
+        for k, tab in enumerate(tabs):  # all at once: nobody waits for the page before the next opens it
+            tab.goto(f"{url}/predictions?image={ids[k % len(ids)]}", wait_until="commit")
+        for tab in tabs:
+            tab.wait_for_function("() => window.__firstDone !== undefined", timeout=HUNG_SECONDS * 10 * 1000)
+            first.append(tab.evaluate("window.__firstDone") / 1000)
+        time.sleep(2.0)  # the fragments and warm-ups the first visits started settle
+        cpu_before, reruns = cpu_seconds(proc.pid), 0
+        for _ in range(moves):
+            pressed = []
+            for tab in tabs:
+                runs = tab.evaluate("window.__runs")
+                tab.get_by_role("slider", name=SLIDER).focus()
+                start = tab.evaluate("performance.now()")
+                tab.keyboard.press("ArrowRight")
+                pressed.append((tab, runs, start))
+            deadline = time.time() + HUNG_SECONDS
+            for tab, runs, start in pressed:
+                try:
+                    tab.wait_for_function(
+                        f"() => window.__runs > {runs}", timeout=max(deadline - time.time(), 0.1) * 1000
+                    )
+                except Exception:
+                    hung += 1
+                    continue
+                move_times.append((tab.evaluate("window.__lastDone") - start) / 1000)
+                reruns += 1
+        cpu = (cpu_seconds(proc.pid) - cpu_before) / max(reruns, 1)
+        exceptions = _exceptions(tabs)
+        rss = peak_rss_mb(proc.pid)
+        browser.close()
+    n = f"{students} students"
+    ten = students <= 10
+    return [
+        Row(f"{n}: first render p50", statistics.median(first), "s", None, "fresh server, all at once"),
+        Row(f"{n}: first render p95", percentile(first, 95), "s", None, ""),
+        Row(f"{n}: first render max", max(first), "s", None, ""),
+        Row(f"{n}: slider move p50", statistics.median(move_times) if move_times else float("nan"), "s", None, ""),
+        Row(f"{n}: slider move p95", percentile(move_times, 95), "s", GOAL_MOVE_P95_S if ten else None,
+            "issue 15 goal" if ten else "reported"),
+        Row(f"{n}: slider move max", max(move_times, default=float("nan")), "s", None, ""),
+        Row(f"{n}: server CPU per rerun", cpu, "s", GOAL_CPU_PER_RERUN_S, f"issue 15 goal; {reruns} reruns"),
+        Row(f"{n}: exception boxes", exceptions, "", 0, "issue 15 goal"),
+        Row(f"{n}: hung tabs (a move over {HUNG_SECONDS:.0f} s)", hung, "", 0, "issue 15 goal"),
+        Row(f"{n}: server peak RSS", rss, "MB", None, "for reference"),
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--students", type=int, nargs="+", default=[10, 30])
+    parser.add_argument("--moves", type=int, default=MOVES)
+    args = parser.parse_args(argv)
+    if not CHROMIUM.exists():
+        print(f"bench_classroom: {CHROMIUM} is missing (apt-get install -y chromium).", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory(prefix="detviz-class-") as tmp:
+        work = Path(tmp)
+        demo = ROOT / "data" / "demo"
+        if read_demo_settings(demo) is None:
+            demo = make_demo_dataset(work / "demo", seed=0)
+        rows = []
+        for students in args.students:
+            (work / str(students)).mkdir()
+            rows += classroom(students, args.moves, demo, work / str(students))
+    return report(f"Classroom: students' Chromium tabs on one Predictions server ({os.cpu_count()} cores)", rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
