@@ -3,6 +3,7 @@
 import streamlit as st
 
 from pages import ui
+from pages.ui.live_builds import start_default_build
 
 st.set_page_config(page_title="detviz", page_icon=":material/center_focus_strong:", layout="wide")
 
@@ -32,3 +33,4 @@ requested = ui.requested_params()
 ui.dataset_sidebar(navigation.url_path)  # the scoring pages prefer the val split
 ui.run_page(navigation)
 ui.report_dropped_params(requested, notice)
+start_default_build()  # the first run of the process: the default live set, in the background

@@ -3,7 +3,7 @@
 - A slider move re-renders the Predictions page in <= 150 ms: the image's detections, the NMS
   step-through and the live mAP with its PR curves (AppTest: the script run after the move).
 - The live mAP of 500 cached images follows a slider in <= 150 ms (the ThresholdSweep alone:
-  a new score threshold, an NMS IoU seen before, and an NMS IoU never seen before).
+  a new score threshold, an NMS IoU seen before, and (issue 15) an NMS IoU never seen before).
 """
 
 from __future__ import annotations
@@ -57,9 +57,10 @@ def sweep_rows(demo: Path) -> list[Row]:
     _ = sweep.candidates
     sweep.evaluate(0.25, 0.45, 100)
     first = (time.perf_counter() - start) * 1000
+    sweep.warm([0.45, 0.3])  # what the app's build and warm-up do before these moves
     # every move asks for values not evaluated before (the sweep remembers its last 32 results)
     scores = iter([0.1 + 0.01 * k for k in range(100)])
-    nms_fresh = iter([0.3, 0.35, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75])
+    nms_fresh = iter([0.35, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8])  # not 0.45 nor 0.3: those are warm
     return [
         Row(f"live mAP, 500 images ({len(sweep.candidates):,} candidates): first evaluation", first, "ms", None, ""),
         Row("live mAP, 500 images: score threshold move", _median_ms(lambda v: sweep.evaluate(next(scores), 0.45,
@@ -67,7 +68,7 @@ def sweep_rows(demo: Path) -> list[Row]:
         Row("live mAP, 500 images: NMS IoU move (NMS cached, as after the warm-up)", _median_ms(
             lambda v: sweep.evaluate(next(scores), v, 100), [0.45, 0.3]), "ms", GOAL_MS, "issue 8 goal"),
         Row("live mAP, 500 images: NMS IoU move (never seen, before the warm-up ends)", _median_ms(
-            lambda v: sweep.evaluate(0.25, next(nms_fresh), 100), [0]), "ms", GOAL_MS, "issue 8 goal"),
+            lambda v: sweep.evaluate(0.25, next(nms_fresh), 100), [0]), "ms", GOAL_MS, "issue 15 goal"),
     ]  # fmt: skip
 
 
@@ -83,7 +84,7 @@ def page_rows() -> list[Row]:
     for label, page, key, values in cases:
         at = app_session(ROOT, page, **common)
         for thread in threading.enumerate():  # a user looks at the page while the NMS values warm up
-            if thread.name == "warm NMS":
+            if thread.name.startswith("live set"):  # pages/ui/live_builds.py: the build, then its warm-up
                 thread.join()
         ms = median_move_ms(at, key, values, MOVES)
         rows.append(Row(f"slider move, 500 images live: {label}", ms, "ms", GOAL_MS, "issue 8 goal"))

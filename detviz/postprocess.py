@@ -198,11 +198,18 @@ def _nms(boxes: Tensor, scores: Tensor, group: Tensor, part: Tensor, nms_iou: fl
 
 
 def _batched_nms(boxes: Tensor, scores: Tensor, group: Tensor, nms_iou: float) -> Tensor:
-    """torchvision.ops.batched_nms, imported on first use: torchvision takes seconds to import,
-    and the app's pages that only draw boxes never need it."""
+    """torchvision.ops.batched_nms in float64, imported on first use: torchvision takes seconds to
+    import, and the app's pages that only draw boxes never need it.
+
+    batched_nms keeps groups apart by shifting each group's boxes by group x (largest coordinate
+    + 1). With (image, class) groups over a dataset the shifts reach thousands, where float32
+    keeps only about three decimals of a normalized box: IoUs near the threshold then depended
+    on which other groups shared the call (one image alone, or the whole live set, decided
+    differently). float64 keeps the IoUs exact to ~1e-12 at any shift.
+    """
     from torchvision.ops import batched_nms
 
-    return batched_nms(boxes, scores, group, nms_iou)
+    return batched_nms(boxes.double(), scores.double(), group, nms_iou)
 
 
 def _rank_in_image(image: Tensor, counts: Tensor) -> Tensor:

@@ -96,10 +96,9 @@ def _compare(models, seen, picture, limit, thresholds, classes) -> None:
     differs. seen: per model, what `_detections` returned."""
     eval_iou, only = thresholds[3:]
     scoring.swap_button()
-    lives = [_live_result(model.path, limit, thresholds, model.name) for model in models]
-    values = [mean_ap(found[1].ap, only or None) if found else math.nan for found in lives]
+    values = []
     for side, column in enumerate(st.columns(2)):
-        model, (trace, outcome, missed, gt_keep), found = models[side], seen[side], lives[side]
+        model, (trace, outcome, missed, gt_keep) = models[side], seen[side]
         tag = "AB"[side]
         with column:
             st.subheader(f"{tag}: {model.name}")
@@ -110,6 +109,8 @@ def _compare(models, seen, picture, limit, thresholds, classes) -> None:
             )  # fmt: skip
             ui.show_figure(fig, f"{keys.DETECTIONS_CHART}-{tag.lower()}")
             _image_metrics(trace, outcome, missed, True)
+            found = _live_result(model.path, limit, thresholds, model.name)  # or its progress, while it builds
+            values.append(mean_ap(found[1].ap, only or None) if found else math.nan)
             if found is None:
                 continue
             change = values[1] - values[0] if side == 1 else math.nan

@@ -35,15 +35,27 @@ def _writable() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _live_sets_in_the_run() -> Iterator[None]:
+    """No default live set built at the app's first run (it would slow every AppTest), and a page
+    waits for its live set as long as it takes, so a first run shows the numbers: the defaults of
+    an AppTest run, said here for the servers the browser tests start too (tests/test_live_pages.py
+    sets both otherwise where it tests them)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DETVIZ_PREWARM", "0")
+        mp.setenv("DETVIZ_LIVE_WAIT", "600")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _no_leftovers() -> Iterator[None]:
-    """Nothing a test starts or caches reaches the next one, whatever the order: the live pages'
-    NMS warm-up threads are stopped and joined, and Streamlit's caches (dataset indexes, models,
-    live sets, raw outputs) emptied. Only where a test brought those modules in."""
+    """Nothing a test starts or caches reaches the next one, whatever the order: the live sets'
+    build and NMS warm-up threads are stopped and joined and the sets forgotten, and Streamlit's
+    caches (dataset indexes, models, raw outputs) emptied. Only where a test brought those modules in."""
     yield
-    live = sys.modules.get("pages.ui.live")
-    if live is not None:
-        live.stop_warming()
+    builds = sys.modules.get("pages.ui.live_builds")
+    if builds is not None:
+        builds.stop_warming()
     if "streamlit" in sys.modules:
         import streamlit as st
 

@@ -41,14 +41,23 @@ def server(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def page(server: str) -> Iterator:
+def chromium() -> Iterator:
+    """One Chromium for the module (Playwright's sync API allows one instance at a time)."""
     from playwright.sync_api import sync_playwright
 
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
-        yield tab
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(server: str, chromium) -> Iterator:
+    tab = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    yield tab
+    tab.close()
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +100,7 @@ CLASS_AT_ONCE = 8  # browser contexts following one deep link together on a fres
 
 
 def test_a_class_following_one_deep_link_on_a_fresh_server_all_land_inside_the_app(
-    demo_root: Path, tmp_path: Path
+    chromium, demo_root: Path, tmp_path: Path
 ) -> None:
     """Every first visit, however many at once, ends inside app.py's navigation.
 
@@ -100,12 +109,10 @@ def test_a_class_following_one_deep_link_on_a_fresh_server_all_land_inside_the_a
     page file alone; those tabs kept the raw file list (app, anchors, browse, ...) as their
     navigation and no dataset picker, for good.
     """
-    from playwright.sync_api import sync_playwright
-
     record = read_voc(demo_root, "val")[3]  # not the page's default image, so the link must carry it
-    with streamlit_server(demo_root, tmp_path) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        tabs = [browser.new_context(viewport={"width": 1200, "height": 900}).new_page() for _ in range(CLASS_AT_ONCE)]
+    with streamlit_server(demo_root, tmp_path) as url:
+        contexts = [chromium.new_context(viewport={"width": 1200, "height": 900}) for _ in range(CLASS_AT_ONCE)]
+        tabs = [c.new_page() for c in contexts]
         for tab in tabs:  # all sessions open while the first run still imports torch
             tab.goto(f"{url}/predictions?image={record.image_id}", wait_until="commit")
         for i, tab in enumerate(tabs):
@@ -118,7 +125,8 @@ def test_a_class_following_one_deep_link_on_a_fresh_server_all_land_inside_the_a
             picker = tab.get_by_role("combobox", name="Image", exact=True)
             expect(picker).to_have_value(record.image_id, timeout=WAIT_MS)
             expect(tab).to_have_url(re.compile(rf"/predictions\?image={record.image_id}$"))
-        browser.close()
+        for context in contexts:
+            context.close()
 
 
 def test_overview_then_browse_then_open_an_image(page, server: str, demo_root: Path, shots: Path) -> None:
@@ -283,7 +291,7 @@ def test_train_a_run_then_open_it_and_move_nms(page, server: str, shots: Path) -
     _settled(page)
     expect(page.get_by_text("demo_focal.pt").first).to_be_visible(timeout=WAIT_MS)
     assert "ckpt_b=demo_focal.pt" in page.url
-    assert page.locator('[data-testid="stMetric"]').filter(has_text="Live mAP@").count() == 2
+    expect(page.locator('[data-testid="stMetric"]').filter(has_text="Live mAP@")).to_have_count(2, timeout=WAIT_MS)
     _no_exception(page)
     page.screenshot(path=str(shots / "14-predictions-ab.png"), full_page=True)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 
 import numpy as np
@@ -11,9 +9,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
+from benchmarks.reference_coco import coco_json, prepared_eval, run_eval
 from benchmarks.reference_voc import voc_eval_devkit
 from detviz.anchors import PRESETS, make_anchors
 from detviz.boxes import activations_to_boxes
@@ -65,39 +62,7 @@ def random_data(seed: int, n_img: int = 30, num_classes: int = 4, difficult_p: f
 
 
 def pycocotools_stats(dets, gts, num_classes: int) -> torch.Tensor:
-    images = [{"id": i + 1, "width": 640, "height": 640} for i in range(len(gts))]
-    anns = []
-    for i, (gb, gl, gd) in enumerate(gts):
-        for b, lab, d in zip(gb.tolist(), gl.tolist(), gd.tolist(), strict=True):
-            w, h = b[2] - b[0], b[3] - b[1]
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": i + 1,
-                    "category_id": lab + 1,
-                    "bbox": [b[0], b[1], w, h],
-                    "area": w * h,
-                    "iscrowd": int(d),
-                }
-            )
-    results = [
-        {"image_id": i + 1, "category_id": lab + 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": s}
-        for i, (db, ds, dl) in enumerate(dets)
-        for b, s, lab in zip(db.tolist(), ds.tolist(), dl.tolist(), strict=True)
-    ]
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = {
-            "images": images,
-            "annotations": anns,
-            "categories": [{"id": c + 1, "name": str(c)} for c in range(num_classes)],
-        }
-        gt.createIndex()
-        evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return torch.tensor(evaluator.stats)
+    return torch.tensor(run_eval(prepared_eval(*coco_json(dets, gts, num_classes))).stats)
 
 
 # --- against the references ----------------------------------------------------------------

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, parse_qsl
 
 import pytest
 import torch
-from conftest import run_app, texts
+from conftest import run_app, texts, wait_for
 
 from detviz.anchors import PRESETS
 from detviz.data import DEMO_CLASS_NAMES, VOC_CLASSES
@@ -378,13 +378,15 @@ def test_raw_outputs_are_cached_per_checkpoint_file_and_image(tmp_path: Path) ->
 
 
 def test_warm_up_threads_stop_when_asked(shipped: Path) -> None:
+    """Mutation killed: stop_warming not joining the build's thread, which goes on warming the
+    other NMS values after the page got its set (it would outlive the test)."""
     import threading
 
     from pages.ui import live
 
-    run_app(PREDICTIONS, split="val")  # the live mAP warms the other NMS values in a thread
+    run_app(PREDICTIONS, split="val")
     assert live.stop_warming() == 1
-    assert not [t for t in threading.enumerate() if t.name == "warm NMS"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("live set")]
     assert live.stop_warming() == 0
 
 
@@ -398,3 +400,119 @@ def test_link_params_spell_widget_values_as_the_address_does() -> None:
     assert link_params(query, widgets) == [
         ("split", "val"), ("score", "0.5"), ("zoom", "2"), ("only", "disc"), ("only", "ring"),
     ]  # fmt: skip
+
+
+# --- issue 15: the live set builds in the background; the pages show at once and fill in ---------
+
+
+@pytest.fixture
+def held_builds(data_root: Path, monkeypatch: pytest.MonkeyPatch):
+    """Pages wait for no live set (DETVIZ_LIVE_WAIT=0) and every build waits for the returned
+    event before it starts, so a test sees the page while the set is still being built."""
+    import threading
+
+    from pages.ui import live
+
+    release, real = threading.Event(), live.sweep_live
+
+    def held(*args, **kwargs):
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setenv("DETVIZ_LIVE_WAIT", "0")
+    monkeypatch.setattr(live, "sweep_live", held)
+    return release
+
+
+def _built() -> None:
+    """Waits until every live-set build has finished."""
+    from pages.ui.live_builds import BUILDS
+
+    wait_for(lambda: all(BUILDS.peek(key).finished for key in BUILDS.held_keys()), 60)
+
+
+def _expected_map(path: Path, demo_root: Path, score: float) -> str:
+    """The page's headline mAP, computed here (the checkpoint swept over the demo val split, NMS
+    0.45, 100 detections, IoU 0.5) and written as the page writes it."""
+    from detviz.data import read_voc
+    from detviz.evaluate import sweep_dataset
+    from detviz.inference import Detector
+    from pages.ui.scoring import map_text
+
+    swept = sweep_dataset(Detector.from_checkpoint(path), read_voc(demo_root, split="val"), floor=0.01)
+    return map_text(swept.sweep.evaluate(score, 0.45, 100, 0.5, "all").map)
+
+
+def test_predictions_shows_the_image_at_once_and_the_live_map_when_built(
+    shipped: Path, demo_root: Path, held_builds
+) -> None:
+    """Mutations killed: the page waiting for the live set (no image until it is built), no
+    progress shown, the numbers not coming after the build, numbers other than the library's."""
+    at = run_app(PREDICTIONS, split="val")
+    assert [p.text for p in at.progress] == ["Scoring 8 images of val… 0/8"]
+    assert at.slider(key="score").value == 0.25 and at.slider(key="nms").value == 0.45 and at.slider(key="nmsstep")
+    assert int(_metrics(at)["Detections"]) > 0 and not [m for m in at.metric if m.label.startswith(LIVE)]
+    at.slider(key="score").set_value(0.3).run()  # a move while it builds: the image follows, no wait
+    assert [p.text for p in at.progress] == ["Scoring 8 images of val… 0/8"] and not at.exception
+
+    held_builds.set()
+    _built()
+    at.run()
+    label, value = _live(at)
+    assert label == "Live mAP@0.5 (VOC, all-point) on 8 images" and not at.progress and not at.error
+    assert value == _expected_map(shipped, demo_root, 0.3) and float(value) > 0.1
+
+
+def test_predictions_a_and_b_each_show_their_progress_then_their_map(
+    shipped: Path, demo_root: Path, held_builds
+) -> None:
+    """Mutation killed: the A/B view waiting for its two sets, or showing one model's mAP for both."""
+    b = _checkpoint(shipped.parent / "b.pt")  # untrained: a much lower mAP than A's
+    at = run_app(PREDICTIONS, split="val", ckpt=SHIPPED, ckpt_b="b.pt")
+    assert [p.text for p in at.progress] == [f"Scoring 8 images of val with {SHIPPED}… 0/8",
+                                             "Scoring 8 images of val with b.pt… 0/8"]  # fmt: skip
+    assert [m.label for m in at.metric].count("Detections") == 2
+
+    held_builds.set()
+    _built()
+    at.run()
+    shown = {m.label[-1]: m.value for m in at.metric if m.label.startswith(LIVE)}
+    assert shown == {"A": _expected_map(shipped, demo_root, 0.25), "B": _expected_map(b, demo_root, 0.25)}
+    assert shown["A"] != shown["B"] and not at.progress
+
+
+def test_evaluate_shows_its_pickers_and_progress_then_the_page(shipped: Path, demo_root: Path, held_builds) -> None:
+    """Mutations killed: Evaluate blank (or waiting) while the set builds, or not filling in after."""
+    at = run_app(EVALUATE, split="val")
+    assert at.title[0].value == "Evaluate" and at.selectbox(key="ckpt").value == SHIPPED
+    assert at.slider(key="score").value == 0.01 and not at.tabs and not at.metric
+    assert [p.text for p in at.progress] == [f"Scoring 8 images of val with {SHIPPED}… 0/8"]
+
+    held_builds.set()
+    _built()
+    at.run()
+    m = _metrics(at)
+    assert m["Images"] == "8" and len(at.tabs) == 5 and not at.progress and not at.error
+    assert m["mAP@0.5 (VOC, all-point)"] == _expected_map(shipped, demo_root, 0.01)
+
+
+def test_the_default_live_set_starts_with_the_server_and_the_first_visit_shares_it(
+    shipped: Path, demo_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mutations killed: no build at server start, a default key the first Predictions visit does
+    not ask for (other split, subset or checkpoint: two builds), a second default build per process."""
+    from detviz.data.spec import DatasetSpec, dataset_fingerprint
+    from detviz.data.voc import file_stamp
+    from pages.ui.live_builds import BUILDS, BuildKey
+
+    monkeypatch.setenv("DETVIZ_PREWARM", "1")
+    run_app()  # the overview: any first run of app.py
+    spec = DatasetSpec("demo", str(demo_root))
+    expected = BuildKey(str(shipped), file_stamp(shipped), str(spec), "val", dataset_fingerprint(spec, "val"), 100)
+    wait_for(lambda: BUILDS.held_keys() == [expected], 60)
+    build = BUILDS.peek(expected)
+    assert not BUILDS.start_default()  # once per process
+
+    at = run_app(PREDICTIONS)  # the defaults: val split, first 100 images, the default checkpoint
+    assert BUILDS.held_keys() == [expected] and BUILDS.peek(expected) is build
+    assert _live(at)[0] == "Live mAP@0.5 (VOC, all-point) on 8 images"

@@ -25,6 +25,9 @@ COCO_IOU_THRESHOLDS = torch.from_numpy(np.linspace(0.5, 0.95, 10))
 COCO_RECALLS = torch.from_numpy(np.linspace(0.0, 1.0, 101))
 COCO_MAX_DETS = (1, 10, 100)
 COCO_AREAS = ((0.0, 1e10), (0.0, 32.0**2), (32.0**2, 96.0**2), (96.0**2, 1e10))  # all, small, medium, large
+_THRESHOLDS = torch.clamp(COCO_IOU_THRESHOLDS, max=1 - 1e-10)  # as COCOeval.evaluateImg
+_AREA_LO = torch.tensor([lo for lo, _ in COCO_AREAS], dtype=torch.float64)
+_AREA_HI = torch.tensor([hi for _, hi in COCO_AREAS], dtype=torch.float64)
 COCO_STAT_NAMES = (
     "AP @[.50:.95] all",
     "AP @.50 all",
@@ -75,124 +78,230 @@ def coco_eval(
 
 
 def coco_eval_flat(flat: Flat, num_classes: int, use_difficult: bool = False) -> COCOResult:
-    """`coco_eval` on already flattened input (boxes in pixels)."""
-    crowd_all = flat.gt_difficult & (not use_difficult)
-    t, r, k, a, m = len(COCO_IOU_THRESHOLDS), len(COCO_RECALLS), num_classes, len(COCO_AREAS), len(COCO_MAX_DETS)
-    precision = -torch.ones(t, r, k, a, m, dtype=torch.float64)
-    recall = -torch.ones(t, k, a, m, dtype=torch.float64)
+    """`coco_eval` on already flattened input (boxes in pixels).
 
-    # groups: (image, class) pairs with objects or detections, image-major as pycocotools
-    det_key = flat.det_image * num_classes + flat.det_labels
+    Vectorised over images and classes (pycocotools loops over both): detections are sorted once,
+    overlaps are computed only for the (detection, object) pairs of one image and class, the
+    greedy matching runs for all area ranges and IoU thresholds at once, and the precision /
+    recall curves come from cumulative sums over one global score order.
+    """
+    crowd = flat.gt_difficult & (not use_difficult)
+    dets = _ranked_detections(flat, num_classes)
     gt_key = flat.gt_image * num_classes + flat.gt_labels
-    keys = torch.unique(torch.cat([det_key, gt_key]))  # sorted: by image, then class
-    n = keys.numel()
-    if n == 0:
-        return COCOResult(_coco_stats(precision, recall), precision, recall)
-    det_group = torch.searchsorted(keys, det_key)
-    gt_group = torch.searchsorted(keys, gt_key)
-
-    # detections of a group in descending score (stable), the best max(COCO_MAX_DETS) of them
-    order = torch.argsort(-flat.det_scores, stable=True)
-    order = order[torch.argsort(det_group[order], stable=True)]
-    counts = torch.bincount(det_group, minlength=n)
-    rank = torch.arange(order.numel()) - (torch.cumsum(counts, 0) - counts)[det_group[order]]
-    keep = rank < COCO_MAX_DETS[-1]
-    order, rank = order[keep], rank[keep]
-    dm = int(rank.max()) + 1 if rank.numel() else 0
-    dt_valid = torch.zeros(n, dm, dtype=torch.bool)
-    dt_boxes = torch.zeros(n, dm, 4, dtype=torch.float64)
-    dt_scores = torch.zeros(n, dm, dtype=torch.float64)
-    dt_valid[det_group[order], rank] = True
-    dt_boxes[det_group[order], rank] = flat.det_boxes[order]
-    dt_scores[det_group[order], rank] = flat.det_scores[order]
-
-    # objects of a group in their input order
-    g_counts = torch.bincount(gt_group, minlength=n)
-    g_order = torch.argsort(gt_group, stable=True)
-    g_rank = torch.empty_like(gt_group)
-    g_rank[g_order] = torch.arange(gt_group.numel()) - (torch.cumsum(g_counts, 0) - g_counts)[gt_group[g_order]]
-    gm = int(g_counts.max()) if gt_group.numel() else 0
-    gt_valid = torch.zeros(n, gm, dtype=torch.bool)
-    gt_boxes = torch.zeros(n, gm, 4, dtype=torch.float64)
-    gt_crowd = torch.zeros(n, gm, dtype=torch.bool)
-    gt_valid[gt_group, g_rank] = True
-    gt_boxes[gt_group, g_rank] = flat.gt_boxes
-    gt_crowd[gt_group, g_rank] = crowd_all
-
-    matched, ignored = _coco_match(dt_boxes, dt_valid, gt_boxes, gt_valid, gt_crowd)  # (n, A, T, Dm)
-    gt_area = (gt_boxes[..., 2] - gt_boxes[..., 0]) * (gt_boxes[..., 3] - gt_boxes[..., 1])
-    group_class = keys % num_classes
-    for kk in range(num_classes):  # K x A x M small accumulations; the matching is batched
-        groups = torch.nonzero(group_class == kk).flatten()
-        if groups.numel() == 0:
-            continue
-        for aa, (lo, hi) in enumerate(COCO_AREAS):
-            g_ok = gt_valid[groups] & ~gt_crowd[groups]
-            area = gt_area[groups]
-            npig = int((g_ok & (area >= lo) & (area <= hi)).sum())
-            if npig == 0:
-                continue
-            for mm, max_det in enumerate(COCO_MAX_DETS):
-                sel = dt_valid[groups, :max_det]  # (G, min(Dm, max_det)), image-major as pycocotools
-                scores = dt_scores[groups, :max_det][sel]
-                hit = matched[groups, aa, :, :max_det].permute(1, 0, 2)[:, sel]  # (T, nd)
-                ign = ignored[groups, aa, :, :max_det].permute(1, 0, 2)[:, sel]
-                idx = torch.argsort(-scores, stable=True)
-                hit, ign = hit[:, idx], ign[:, idx]
-                tp = torch.cumsum(hit & ~ign, 1).double()
-                fp = torch.cumsum(~hit & ~ign, 1).double()
-                nd = scores.numel()
-                recall[:, kk, aa, mm] = tp[:, -1] / npig if nd else 0.0
-                if nd == 0:
-                    precision[:, :, kk, aa, mm] = 0.0
-                    continue
-                rc = tp / npig
-                pr = tp / (fp + tp + DEVKIT_EPS)  # np.spacing(1) == eps
-                pr = torch.flip(torch.cummax(torch.flip(pr, [1]), 1).values, [1])
-                inds = torch.searchsorted(rc.contiguous(), COCO_RECALLS.expand(t, r).contiguous(), side="left")
-                q = torch.gather(pr, 1, inds.clamp(max=nd - 1))
-                precision[:, :, kk, aa, mm] = torch.where(inds < nd, q, 0.0)
+    g_order = torch.argsort(gt_key, stable=True)  # by (image, class), input order inside
+    gts = _Objects(
+        key=gt_key[g_order],
+        boxes=flat.gt_boxes[g_order],
+        area=_area(flat.gt_boxes[g_order]),
+        crowd=crowd[g_order],
+        label=flat.gt_labels[g_order],
+    )
+    pairs = _overlapping_pairs(dets, gts)
+    matched, true_pos = _greedy_match(dets, gts, pairs)  # (A, T, N) over the N detections with a pair
+    precision, recall = _accumulate(dets, gts, pairs.det_of_active, matched, true_pos, num_classes)
     return COCOResult(_coco_stats(precision, recall), precision, recall)
 
 
-def _coco_match(dt_boxes: Tensor, dt_valid: Tensor, gt_boxes: Tensor, gt_valid: Tensor, gt_crowd: Tensor):
-    """COCOeval.evaluateImg for all groups, area ranges and IoU thresholds at once.
+@dataclass(frozen=True)
+class _Detections:
+    """The detections COCOeval looks at (the best max(COCO_MAX_DETS) of each image and class),
+    in accumulation order: by class, then descending score, then image, then rank in the image."""
 
-    Returns (matched, ignored), each (n, A, T, Dm) bool. Loops over detection rank only (at most
-    100): each detection's match depends on the objects taken by the better ones before it.
+    key: Tensor  # (D,) int64 image * C + class
+    label: Tensor  # (D,) int64
+    rank: Tensor  # (D,) int64 position in its (image, class) group, best first
+    boxes: Tensor  # (D, 4) float64
+    area: Tensor  # (D,) float64
+
+
+@dataclass(frozen=True)
+class _Objects:
+    """Ground truth sorted by (image, class), in input order inside a group."""
+
+    key: Tensor  # (G,) int64 image * C + class
+    boxes: Tensor  # (G, 4) float64
+    area: Tensor  # (G,) float64
+    crowd: Tensor  # (G,) bool
+    label: Tensor  # (G,) int64
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """(detection, object) pairs of the same image and class that overlap enough to match at the
+    lowest IoU threshold, grouped by detection (in _Detections order), objects in group order."""
+
+    iou: Tensor  # (P,) float64
+    gt: Tensor  # (P,) int64 index into _Objects
+    det_of_active: Tensor  # (N,) int64 the detections with at least one pair, ascending
+    start: Tensor  # (N,) int64 first pair of each of those detections
+    count: Tensor  # (N,) int64 its number of pairs
+
+
+def _area(boxes: Tensor) -> Tensor:
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def _ranked_detections(flat: Flat, num_classes: int) -> _Detections:
+    key = flat.det_image * num_classes + flat.det_labels
+    by_score = torch.argsort(-flat.det_scores, stable=True)  # ties keep the input order, as mergesort
+    by_group = by_score[torch.argsort(key[by_score], stable=True)]
+    rank = torch.empty_like(key)
+    rank[by_group] = _rank_in_run(key[by_group])
+    by_class = by_score[torch.argsort(flat.det_labels[by_score], stable=True)]
+    kept = by_class[rank[by_class] < COCO_MAX_DETS[-1]]  # the rest can take no object from these
+    boxes = flat.det_boxes[kept]
+    return _Detections(key[kept], flat.det_labels[kept], rank[kept], boxes, _area(boxes))
+
+
+def _overlapping_pairs(dets: _Detections, gts: _Objects) -> _Pairs:
+    lo = torch.searchsorted(gts.key, dets.key)
+    count = torch.searchsorted(gts.key, dets.key, right=True) - lo
+    det = torch.repeat_interleave(torch.arange(dets.key.numel()), count)
+    gt = lo[det] + _rank_in_run(det)
+    iou = batched_iou(dets.boxes[det, None], gts.boxes[gt, None], crowd=gts.crowd[gt, None])  # as maskUtils.iou
+    iou = iou[:, 0, 0]
+    close = iou >= _THRESHOLDS.min()  # NaN (empty boxes) never matches
+    det, gt, iou = det[close], gt[close], iou[close]
+    active, n_pairs = torch.unique_consecutive(det, return_counts=True)
+    return _Pairs(iou, gt, active, torch.cumsum(n_pairs, 0) - n_pairs, n_pairs)
+
+
+def _greedy_match(dets: _Detections, gts: _Objects, pairs: _Pairs) -> tuple[Tensor, Tensor]:
+    """COCOeval.evaluateImg's greedy matching, for every group, area range and IoU threshold.
+
+    Returns (matched, true_pos), each (A, T, N) bool over the detections that have a pair:
+    matched to some object, and matched to one that is not ignored. A detection takes the best
+    free object of its group (not ignored first, then the largest IoU, the last of equal ones, as
+    pycocotools keeps replacing its match on `>=`); crowd objects are never used up. Only the
+    objects taken by better detections of the same group matter, so round i handles the i-th
+    detection (with a pair) of every group at once: at most max(COCO_MAX_DETS) rounds.
     """
-    n, dm = dt_valid.shape
-    gm = gt_valid.shape[1]
-    a, t = len(COCO_AREAS), len(COCO_IOU_THRESHOLDS)
-    matched = torch.zeros(n, a, t, dm, dtype=torch.bool)
-    ignored = torch.zeros(n, a, t, dm, dtype=torch.bool)
-    if dm == 0:
-        return matched, ignored
-    iou = batched_iou(dt_boxes, gt_boxes, crowd=gt_crowd)  # (n, Dm, Gm); crowd as maskUtils.iou
-    dt_area = (dt_boxes[..., 2] - dt_boxes[..., 0]) * (dt_boxes[..., 3] - dt_boxes[..., 1])
-    gt_area = (gt_boxes[..., 2] - gt_boxes[..., 0]) * (gt_boxes[..., 3] - gt_boxes[..., 1])
+    n_a, n_t, n_gt = len(COCO_AREAS), len(COCO_IOU_THRESHOLDS), gts.key.numel()
+    n = pairs.det_of_active.numel()
+    if n == 0:
+        return torch.zeros(n_a, n_t, 0, dtype=torch.bool), torch.zeros(n_a, n_t, 0, dtype=torch.bool)
+    ignored = gts.crowd | _outside(gts.area)  # (A, G)
+    taken = torch.zeros(n_a * n_t, n_gt + 1, dtype=torch.bool)  # the last column takes the misses
 
-    lo = torch.tensor([r[0] for r in COCO_AREAS], dtype=torch.float64)
-    hi = torch.tensor([r[1] for r in COCO_AREAS], dtype=torch.float64)
-    gt_ignore = gt_crowd[:, None, :] | (gt_area[:, None, :] < lo[:, None]) | (gt_area[:, None, :] > hi[:, None])
-    gt_ignore = gt_ignore[:, :, None, :]  # (n, A, 1, Gm)
-    thresholds = torch.clamp(COCO_IOU_THRESHOLDS, max=1 - 1e-10)[None, None, :, None]
-    taken = torch.zeros(n, a, t, gm, dtype=torch.bool)
-    position = torch.arange(gm)
-    for k in range(dm):
-        g = torch.nonzero(dt_valid[:, k]).flatten()  # the groups that have a k-th detection
-        row = iou[g, k, None, None, :]  # (g, 1, 1, Gm)
-        ok = gt_valid[g, None, None, :] & (~taken[g] | gt_crowd[g, None, None, :]) & (row >= thresholds)
-        pick, found = _last_best(row, ok & ~gt_ignore[g], position)
-        pick_ig, found_ig = _last_best(row, ok & gt_ignore[g], position)
-        pick = torch.where(found, pick, pick_ig)
-        hit = found | found_ig
-        matched[g, :, :, k] = hit
-        ignored[g, :, :, k] = ~found & found_ig
-        taken[g] |= hit[..., None] & (position == pick[..., None])
-    dt_outside = (dt_area[:, None, :] < lo[:, None]) | (dt_area[:, None, :] > hi[:, None])  # (n, A, Dm)
-    ignored |= ~matched & dt_outside[:, :, None, :]
-    return matched, ignored
+    # the rank of each detection among those with a pair in its group
+    det = pairs.det_of_active
+    by_group = torch.argsort(dets.key[det] * COCO_MAX_DETS[-1] + dets.rank[det])
+    round_of = torch.empty_like(det)
+    round_of[by_group] = _rank_in_run(dets.key[det][by_group])
+    members = torch.argsort(round_of, stable=True)
+    row = torch.arange(n_a * n_t).view(n_a, n_t, 1) * (n_gt + 1)
+    done, handled, hits, founds = 0, [], [], []
+    for size in torch.bincount(round_of).tolist():  # a loop over rank: each depends on the objects taken before
+        j = members[done : done + size]
+        done += size
+        single = pairs.count[j] == 1  # most detections: a cheaper step without a choice to make
+        for part in (j[single], j[~single]):
+            if part.numel():
+                hit, found, chosen = _match_step(part, pairs, gts.crowd, ignored, taken)
+                taken.view(-1).index_fill_(0, (row + torch.where(hit, chosen, n_gt)).view(-1), True)
+                handled.append(part)
+                hits.append(hit)
+                founds.append(found)
+    back = torch.empty(n, dtype=torch.int64)
+    back[torch.cat(handled)] = torch.arange(n)
+    return torch.cat(hits, 2).index_select(2, back), torch.cat(founds, 2).index_select(2, back)
+
+
+def _match_step(j: Tensor, pairs: _Pairs, crowd: Tensor, ignored: Tensor, taken: Tensor) -> tuple[Tensor, ...]:
+    """One round of `_greedy_match` for the active detections j (n,), none of the same group.
+    Returns hit, found (not ignored) and the object chosen, each (A, T, n)."""
+    n_a, n_t, n = len(COCO_AREAS), len(COCO_IOU_THRESHOLDS), j.numel()
+    q = int(pairs.count[j].max())
+    if q == 1:
+        iou, gt = pairs.iou[pairs.start[j]], pairs.gt[pairs.start[j]]  # (n,)
+        allowed = (~taken.index_select(1, gt) | crowd[gt]).view(n_a, n_t, n) & (iou >= _THRESHOLDS[:, None])
+        return allowed, allowed & ~ignored.index_select(1, gt)[:, None], gt.expand(n_a, n_t, n)
+    slot = torch.arange(q)
+    real = slot < pairs.count[j, None]  # (n, q)
+    index = torch.where(real, pairs.start[j, None] + slot, pairs.start[j, None])
+    iou, gt = pairs.iou[index], pairs.gt[index]  # (n, q)
+    free = (~taken.index_select(1, gt.view(-1)) | crowd[gt].view(-1)).view(n_a, n_t, n, q)
+    allowed = free & real & (iou >= _THRESHOLDS[:, None, None])  # (A, T, n, q)
+    ig = ignored.index_select(1, gt.view(-1)).view(n_a, 1, n, q)
+    pick, found = _last_best(iou, allowed & ~ig, slot)
+    pick_ig, found_ig = _last_best(iou, allowed & ig, slot)
+    pick = torch.where(found, pick, pick_ig).clamp(min=0)
+    chosen = torch.gather(gt.expand(n_a, n_t, n, q), 3, pick[..., None])[..., 0]
+    return found | found_ig, found, chosen
+
+
+def _outside(area: Tensor) -> Tensor:
+    """(A, X) bool: the area is outside each of COCO_AREAS (whose borders count as inside)."""
+    return (area[None] < _AREA_LO[:, None]) | (area[None] > _AREA_HI[:, None])
+
+
+def _accumulate(
+    dets: _Detections, gts: _Objects, active: Tensor, matched: Tensor, true_pos: Tensor, k: int
+) -> tuple[Tensor, Tensor]:
+    """COCOeval.accumulate: precision (T, R, K, A, M) and recall (T, K, A, M), -1 where a class
+    has no object that counts in an area range.
+
+    Along one class's detections in score order, precision at the j-th true positive is
+    j / (detections not ignored so far). Those that are not matched are ignored only when
+    outside the area range, so that count is one cumulative sum over all detections plus a
+    correction from the (few) matched ones. Interpolated precision at a recall threshold is the
+    largest precision at or after the first point reaching it: the true positives are put in
+    the bucket of the last threshold their recall reaches, and a reversed cumulative maximum
+    over the 101 buckets finishes it.
+    """
+    n_t, n_r, n_a, n_m = len(COCO_IOU_THRESHOLDS), len(COCO_RECALLS), len(COCO_AREAS), len(COCO_MAX_DETS)
+    counted = ~gts.crowd & ~_outside(gts.area)  # (A, G)
+    npig = torch.zeros(n_a, k, dtype=torch.int64)
+    npig.index_put_((torch.arange(n_a)[:, None].expand_as(counted), gts.label.expand_as(counted)), counted.long(),
+                    accumulate=True)  # fmt: skip
+    best = torch.zeros(n_m, n_a, n_t, k, n_r, dtype=torch.float64)  # per recall bucket
+    found = torch.zeros(n_m, n_a, n_t, k, dtype=torch.int64)  # true positives
+
+    inside = ~_outside(dets.area)  # (A, D)
+    n_d, n = dets.rank.numel(), active.numel()
+    class_start = torch.searchsorted(dets.label, dets.label)  # (D,) first position of the class
+    # the matches that change the count: true positives outside the range, ignored ones inside it
+    fixes = matched & (true_pos != inside[:, active][:, None])  # (A, T, N)
+    event = torch.nonzero((fixes | true_pos).view(-1))[:, 0]  # sorted by (area, threshold, detection)
+    ev_a, ev_t, ev_det = event // (n_t * n), event // n % n_t, active[event % n]
+    ev_tp = true_pos.view(-1)[event]
+    ev_at = ev_a * n_d  # flat indices into (A, D) rows are faster than 2-d fancy indexing
+    ev_in = inside.view(-1)[ev_at + ev_det].long()
+    ev_fix = ev_tp.long() - ev_in  # counted as inside the range: is it not ignored?
+    for mm, max_det in enumerate(COCO_MAX_DETS):
+        counts = ((dets.rank < max_det) & inside).long()  # (A, D) not ignored unless matched
+        before = (torch.cumsum(counts, 1) - counts).view(-1)  # not ignored before each detection
+        sel = torch.nonzero(dets.rank[ev_det] < max_det)[:, 0]
+        at, d_, tp, fix, in_ = ev_at[sel], ev_det[sel], ev_tp[sel], ev_fix[sel], ev_in[sel]
+        seg = (ev_a[sel] * n_t + ev_t[sel]) * k + dets.label[d_]  # (area, threshold, class), ascending
+        first = _first_of_run(seg)
+        fix_sum = torch.cumsum(fix, 0)
+        tp_sum = torch.cumsum(tp, 0)
+        not_ignored = before[at + d_] + in_ - before[at + class_start[d_]] + fix_sum - (fix_sum[first] - fix[first])
+        hit = torch.nonzero(tp)[:, 0]
+        j = (tp_sum - (tp_sum[first] - tp[first].long()))[hit].double()  # the j-th true positive of its class
+        seg = seg[hit]
+        pr = j / (not_ignored[hit].double() + DEVKIT_EPS)  # np.spacing(1) == eps
+        rc = j / npig.view(-1)[at[hit] // n_d * k + seg % k]
+        bucket = torch.searchsorted(COCO_RECALLS, rc, right=True) - 1
+        best[mm].view(-1).scatter_reduce_(0, seg * n_r + bucket, pr, "amax")
+        found[mm].view(-1).scatter_reduce_(0, seg, j.long(), "amax")
+    precision = torch.flip(torch.cummax(torch.flip(best, [-1]), -1).values, [-1])
+    absent = (npig == 0)[None, :, None, :]  # (1, A, 1, K)
+    precision = torch.where(absent[..., None], -1.0, precision).permute(2, 4, 3, 1, 0)
+    recall = torch.where(absent, -1.0, found.double() / npig[None, :, None, :].clamp(min=1)).permute(2, 3, 1, 0)
+    return precision, recall
+
+
+def _first_of_run(values: Tensor) -> Tensor:
+    """For grouped values (X,) (equal ones next to each other), the index of the first of each run."""
+    counts = torch.unique_consecutive(values, return_counts=True)[1]
+    return torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+
+
+def _rank_in_run(values: Tensor) -> Tensor:
+    """For grouped values (X,), the position of each entry in its run of equal ones."""
+    return torch.arange(values.numel()) - _first_of_run(values)
 
 
 def _last_best(iou: Tensor, allowed: Tensor, position: Tensor) -> tuple[Tensor, Tensor]:

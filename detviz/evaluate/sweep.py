@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ class ThresholdSweep:
         self._gt = flatten(no_detections, ground_truths, num_classes)
         self._parts: list[Candidates] = []
         self._seen = 0
-        self._kept: dict[float, Tensor] = {}
+        self._kept: dict[float, tuple[Tensor, float]] = {}  # NMS IoU -> (kept positions, exact above this score)
         self._results: dict[tuple, VOCResult] = {}  # the last few evaluations, for moves back
         self._lock = threading.Lock()
 
@@ -107,21 +108,37 @@ class ThresholdSweep:
         )
         return Candidates(**joined, num_images=self._gt.num_images)
 
-    def kept_by_nms(self, nms_iou: float) -> Tensor:
-        """Positions of the candidates NMS keeps at this IoU, cached per IoU.
+    def kept_by_nms(self, nms_iou: float, above: float | None = None) -> Tensor:
+        """Positions of the candidates NMS keeps at this IoU (ascending), cached per IoU.
 
         Greedy NMS decides about a box from better-scoring boxes only, so NMS on the candidates
         above any score threshold keeps exactly these positions' share above it: a new score
-        threshold or detection limit needs no new NMS.
+        threshold or detection limit needs no new NMS. With `above`, only the candidates scoring
+        above it are sure to be covered: an IoU never seen runs NMS over those alone (a score
+        threshold filters most candidates), and a lower threshold later adds the rest, judged
+        against the boxes kept so far (the suppressed ones can suppress nothing).
         """
-        if nms_iou not in self._kept:
-            check_probability("nms_iou", nms_iou, low_open=True)
-            c = self.candidates
-            self._kept[nms_iou] = grouped_nms(c.boxes, c.scores, c.label, c.image, nms_iou)
-        return self._kept[nms_iou]
+        check_probability("nms_iou", nms_iou, low_open=True)
+        cut = -math.inf if above is None else above
+        with self._lock:  # app sessions and the warm-up thread share a sweep
+            known = self._kept.get(nms_iou)
+        if known is not None and known[1] <= cut:
+            return known[0]
+        c = self.candidates
+        if known is None:
+            part = torch.nonzero(c.scores > cut).squeeze(1)
+        else:
+            below = torch.nonzero((c.scores > cut) & (c.scores <= known[1])).squeeze(1)
+            part = torch.sort(torch.cat([known[0], below])).values  # still grouped by image, best first
+        kept = part[grouped_nms(c.boxes[part], c.scores[part], c.label[part], c.image[part], nms_iou)]
+        with self._lock:
+            known = self._kept.get(nms_iou)
+            if known is None or cut < known[1]:
+                self._kept[nms_iou] = (kept, cut)
+        return kept
 
     def warm(self, nms_ious: Sequence[float], stop: threading.Event | None = None) -> None:
-        """Runs NMS for each IoU in turn (those not cached yet), so later moves to them are
+        """Runs NMS for each IoU in turn (over the candidates not covered yet), so later moves to them are
         instant; meant for a background thread while the user looks at the first result.
         Returns early once `stop` is set."""
         for nms_iou in nms_ious:
@@ -135,7 +152,7 @@ class ThresholdSweep:
             raise ValueError(f"score_threshold must be in [{self.floor}, 1) for this sweep, got {score_threshold}.")
         check_positive_int("max_detections", max_detections)
         c = self.candidates
-        kept = self.kept_by_nms(nms_iou)
+        kept = self.kept_by_nms(nms_iou, above=score_threshold)
         final = first_per_image(kept[c.scores[kept] > score_threshold], c.image, c.num_images, max_detections)
         start = offsets(torch.bincount(c.image[final], minlength=self._gt.num_images))
         return dataclasses.replace(
@@ -276,15 +293,20 @@ class DatasetSweep:
 
 
 def sweep_dataset(
-    detector: Detector, index: DatasetIndex, floor: float = SWEEP_FLOOR, batch_size: int = 16
+    detector: Detector,
+    index: DatasetIndex,
+    floor: float = SWEEP_FLOOR,
+    batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
 ) -> DatasetSweep:
     """A ThresholdSweep of the Detector's outputs over every image of a DatasetIndex (ground
-    truth normalized by each image's size); unreadable images count as having no detections."""
+    truth normalized by each image's size); unreadable images count as having no detections.
+    `progress` is called with (images done, images in all) after each batch."""
     sizes = torch.stack([index.widths, index.heights], 1)
     truths = [(r.normalized_boxes(), r.labels, r.difficult) for r in index]
     sweep = ThresholdSweep(truths, len(detector.classes), floor=floor, coding=detector.coding)
     unreadable = []
-    for batch in dataset_outputs(detector, index, batch_size, skip_unreadable=True):
+    for batch in dataset_outputs(detector, index, batch_size, progress, skip_unreadable=True):
         sweep.add_batch(batch.class_logits, batch.box_activations, detector.anchors)
         unreadable += batch.unreadable
     return DatasetSweep(sweep, index, sizes, unreadable)

@@ -4,7 +4,9 @@
     data      the dataset picker (sidebar and Train form), the app's folders, the image picker
     cache     every st.cache_* wrapper: indexes, images, thumbnails, anchors, detectors, outputs
     models    checkpoint and detector pickers
-    live      the live set: the cache wrapper around detviz.evaluate.sweep, its warm-up threads
+    live      the live set on the pages: its progress (a fragment) while it builds, its errors
+    live_builds  the live sets' background builds, one per checkpoint, dataset and subset, shared
+              by every session (the default one starts with the server), and `stop_warming`
     widgets   URL plumbing, figures with export, anchor / level pickers, threshold sliders
     scoring   Predictions' and Evaluate's headline mAP, training-split warning, A/B model B
               (imported by those pages as `from pages.ui import scoring`)
