@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import json
 import os
 import re
@@ -509,16 +510,27 @@ def launch_problems(config: TrainConfig, gpus: int, cuda_devices: int) -> list[s
 
 def init_backbone_problems(config: TrainConfig) -> list[str]:
     """Why config.init_backbone cannot start this run's backbone (not a readable detviz checkpoint,
-    or a backbone of another kind); [] when it can, or when none is named."""
+    or a backbone of another kind); [] when it can, or when none is named. The Train form asks on
+    every rerun (for the run and for the learning-rate finder): the answer is kept per file stamp."""
     if not config.init_backbone:
         return []
+    try:
+        info = os.stat(config.init_backbone)
+        stamp = (info.st_mtime_ns, info.st_size)
+    except OSError:
+        stamp = None  # missing: the checkpoint reader says so
+    return list(_init_backbone_problems(config.init_backbone, stamp, config.backbone))
+
+
+@functools.lru_cache(maxsize=16)
+def _init_backbone_problems(path: str, stamp: tuple[int, int] | None, backbone: str) -> tuple[str, ...]:
     from detviz.checkpoints import CheckpointError, compatibility_problems, load_checkpoint
 
     try:
-        _, info = load_checkpoint(config.init_backbone)
+        _, info = load_checkpoint(path)
     except CheckpointError as e:
-        return [f"--init-backbone: {e}"]
-    return [
-        f"--init-backbone {Path(config.init_backbone).name}: {p}; choose --backbone {info.model.backbone} or another file."
-        for p in compatibility_problems(info, backbone=config.backbone)
-    ]
+        return (f"--init-backbone: {e}",)
+    return tuple(
+        f"--init-backbone {Path(path).name}: {p}; choose --backbone {info.model.backbone} or another file."
+        for p in compatibility_problems(info, backbone=backbone)
+    )

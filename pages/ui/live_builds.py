@@ -251,8 +251,6 @@ def load_and_sweep(key: BuildKey, progress: Progress | None = None) -> DatasetSw
     from detviz.inference import Detector
 
     full = open_dataset(key.spec, key.split, strict=False)
-    if progress is not None:
-        progress(0, min(key.limit, len(full)))
     return sweep_live(Detector.from_checkpoint(key.path), full, key.limit, progress)
 
 
