@@ -5,8 +5,11 @@ the same moment on a freshly started server, then all move the score slider toge
 arrow-key step on its thumb), MOVES times. Measured in the browsers, end to end:
 
 - first render: from the tab's navigation to the end of the first script run that shows the
-  sliders (the live mAP fills in later, from the one shared background build); a move: from the key press to the end of the rerun it caused (the app's
-  script-state attribute, watched by a MutationObserver in each tab);
+  sliders (the live mAP fills in later, from the one shared background build); a move: from the
+  key press to the arrival in the tab of the "script finished" message of the rerun it caused
+  (the tab's websocket frames, decoded with Streamlit's own ForwardMsg: counting the page's
+  script-state changes instead misses a rerun whenever the loaded browser renders "running"
+  and "not running" in one go, which read as hung tabs);
 - exception boxes on any tab, and hung tabs (a move not finished within HUNG_SECONDS);
 - the server's CPU seconds per rerun (utime + stime of the streamlit process from /proc over
   the moves, divided by the reruns) and its peak resident memory (VmHWM).
@@ -28,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
 from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS, ROOT, demo_env, streamlit_server
 from benchmarks.common import Row, report
 from detviz.data import make_demo_dataset, read_voc
@@ -39,22 +44,30 @@ GOAL_MOVE_P95_S = 2.0
 GOAL_CPU_PER_RERUN_S = 0.1
 SLIDER = "Score threshold"
 
-# Counts the ends of script runs (the app's script state turning to "notRunning") in the tab,
-# with the time of the last one and of the first one after which the sliders are on the page.
-WATCH_RUNS = """
-window.__runs = 0;
+# The time of the first end of a script run (the app's script state turning to "notRunning")
+# after which the sliders are on the page: the tab's first render.
+WATCH_FIRST_RENDER = """
 new MutationObserver(() => {
   const app = document.querySelector('[data-testid="stApp"]');
-  const state = app && app.getAttribute('data-test-script-state');
-  if (state === window.__state) return;
-  window.__state = state;
-  if (state !== 'notRunning') return;
-  window.__runs += 1;
-  window.__lastDone = performance.now();
-  if (window.__firstDone === undefined && document.querySelector('[data-testid="stSlider"]'))
-    window.__firstDone = performance.now();
+  if (window.__firstDone !== undefined || !app || app.getAttribute('data-test-script-state') !== 'notRunning') return;
+  if (document.querySelector('[data-testid="stSlider"]')) window.__firstDone = performance.now();
 }).observe(document, {attributes: true, subtree: true, attributeFilter: ['data-test-script-state']});
 """
+
+
+def watch_finished_runs(tab) -> list[float]:
+    """The perf_counter times at which the tab receives the end of a whole script run (not a
+    fragment's), appended as they arrive."""
+    finished: list[float] = []
+
+    def frame(payload) -> None:
+        if isinstance(payload, bytes):
+            msg = ForwardMsg.FromString(payload)
+            if msg.WhichOneof("type") == "script_finished" and msg.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY:
+                finished.append(time.perf_counter())
+
+    tab.on("websocket", lambda ws: ws.on("framereceived", frame))
+    return finished
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -93,11 +106,12 @@ def classroom(students: int, moves: int, demo: Path, work: Path) -> list[Row]:
     first, move_times, hung = [], [], 0
     with streamlit_server(demo_env(demo, work), work / "streamlit.log") as (url, proc), sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        tabs = []
+        tabs, finished = [], []
         for _ in range(students):
             context = browser.new_context(viewport={"width": 1280, "height": 900})
-            context.add_init_script(WATCH_RUNS)
+            context.add_init_script(WATCH_FIRST_RENDER)
             tabs.append(context.new_page())
+            finished.append(watch_finished_runs(tabs[-1]))
         for k, tab in enumerate(tabs):  # all at once: nobody waits for the page before the next opens it
             tab.goto(f"{url}/predictions?image={ids[k % len(ids)]}", wait_until="commit")
         for tab in tabs:
@@ -109,22 +123,20 @@ def classroom(students: int, moves: int, demo: Path, work: Path) -> list[Row]:
         cpu_before, reruns = cpu_seconds(proc.pid), 0
         for _ in range(moves):
             pressed = []
-            for tab in tabs:
-                runs = tab.evaluate("window.__runs")
+            for tab, done in zip(tabs, finished, strict=True):
                 tab.get_by_role("slider", name=SLIDER).focus()
-                start = tab.evaluate("performance.now()")
+                start = time.perf_counter()
                 tab.keyboard.press("ArrowRight")
-                pressed.append((tab, runs, start))
-            deadline = time.time() + HUNG_SECONDS
-            for tab, runs, start in pressed:
-                try:
-                    tab.wait_for_function(
-                        f"() => window.__runs > {runs}", timeout=max(deadline - time.time(), 0.1) * 1000
-                    )
-                except Exception:
+                pressed.append((tab, done, start))
+            deadline = time.perf_counter() + HUNG_SECONDS
+            for tab, done, start in pressed:
+                while not any(t > start for t in done) and time.perf_counter() < deadline:
+                    tab.wait_for_timeout(20)  # lets Playwright deliver the frames that arrived
+                ends = [t for t in done if t > start]
+                if not ends:
                     hung += 1
                     continue
-                move_times.append((tab.evaluate("window.__lastDone") - start) / 1000)
+                move_times.append(ends[0] - start)
                 reruns += 1
         cpu = (cpu_seconds(proc.pid) - cpu_before) / max(reruns, 1)
         exceptions = _exceptions(tabs)

@@ -15,10 +15,12 @@ Two ways to give the shapes:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -148,7 +150,58 @@ class AnchorConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"AnchorConfig has no field(s) {sorted(unknown)}; fields are {sorted(known)}.")
+        if "grids" not in data:
+            raise ValueError("AnchorConfig.grids is missing; give the cells per side of each level, e.g. [4, 2, 1].")
         return cls(**data)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The config as a JSON object (`to_dict` without the unset optional fields), the file
+        `from_json` and `python -m detviz.train --anchors FILE` read. `indent` None: one line."""
+        data = {k: v for k, v in self.to_dict().items() if v is not None}
+        return json.dumps(data, indent=indent, separators=None if indent else (",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "anchors JSON") -> AnchorConfig:
+        """The config a JSON object holds (`{"grids": [...], "zooms": [...], "shapes": [[w, h], ...]}`,
+        or explicit `level_shapes` and `steps`, and `clip`), checked as `make_anchors` checks it.
+
+        Args:
+            source: what the text is (a file name), for the messages.
+
+        Raises:
+            ValueError: "<source>: ..." naming the field: not JSON, not an object, an unknown
+                field, a missing, wrongly typed, non-finite or absurd value, no anchors at all,
+                or more than MAX_ANCHORS of them.
+        """
+        try:
+            data = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{source}: not a JSON file ({e}); save the Anchors page's download or write "
+                             '{"grids": [4, 2, 1], "zooms": [1], "shapes": [[1, 1]]}.') from None  # fmt: skip
+        try:
+            config = cls.from_dict(data)
+            if config.num_anchors > MAX_ANCHORS:
+                raise ValueError(
+                    f"AnchorConfig.grids {list(config.grids)} with {list(config.shapes_per_level())} shapes per cell "
+                    f"give {config.num_anchors:,} anchors; at most {MAX_ANCHORS:,} are allowed."
+                )
+            make_anchors(config)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
+        return config
+
+
+def load_anchor_config(path: str | Path) -> AnchorConfig:
+    """The AnchorConfig in a JSON file (see `AnchorConfig.from_json`).
+
+    Raises:
+        ValueError: naming the file: it cannot be read, or its content is not a valid config.
+    """
+    try:
+        text = Path(path).read_bytes()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the anchors file ({e.strerror or e}).") from None
+    return AnchorConfig.from_json(text, str(path))
 
 
 def _items(name: str, values: Any) -> tuple:

@@ -31,6 +31,11 @@ def main() -> None:
     cols[1].metric("Levels", len(anchors.grids), help="grids: " + ", ".join(f"{g}x{g}" for g in anchors.grids))
     cols[2].metric("Shapes per cell", " / ".join(map(str, anchors.shapes_per_level)))
     threshold = cols[3].slider("Matching threshold (IoU)", 0.1, 0.9, 0.5, 0.05, key=keys.IOU, bind="query-params")
+    st.session_state[keys.DESIGNED_ANCHORS] = (name, config.to_dict())  # the Train form can train on them
+    st.download_button("Download these anchors as JSON", data=config.to_json, file_name=f"anchors-{name}.json",
+                       mime="application/json", on_click="ignore", icon=":material/download:", key=keys.ANCHORS_JSON,
+                       help="The file `python -m detviz.train --anchors FILE` reads. The Train page can also use "
+                       "these anchors directly: Anchors → 'from the Anchors page'.")  # fmt: skip
 
     left, right = st.columns([3, 2])
     with right:
@@ -54,7 +59,7 @@ def main() -> None:
                 positive=match.positive if match is not None else None, best_gt=match.best_gt if match is not None else None,
                 encode=image_uri,
             )  # fmt: skip
-            st.plotly_chart(fig, key="anchor-overlay", config={"displaylogo": False})
+            ui.show_figure(fig, "anchor-overlay")
             if match is not None and picture.boxes.shape[0]:
                 per_object = [int((match.positive & (match.best_gt == g)).sum()) for g in range(picture.boxes.shape[0])]
                 st.caption("Positive anchors per object: " + ", ".join(
@@ -85,7 +90,7 @@ def coverage_section(index, config, name: str, threshold: float) -> None:
     coverages = {n: ui.coverage_of(c) for n, c in configs.items()}
     if any(c is None for c in coverages.values()):
         return
-    st.plotly_chart(coverage_figure({n: c.best_iou for n, c in coverages.items()}, threshold), key="coverage")
+    ui.show_figure(coverage_figure({n: c.best_iou for n, c in coverages.items()}, threshold), "coverage")
     summary = {
         "anchors": [c.num_anchors for c in coverages.values()],
         f"objects with best IoU <= {threshold:g}": [f"{c.share_below(threshold):.1%}" for c in coverages.values()],

@@ -157,16 +157,16 @@ def _detail(index: DatasetIndex, position: int, shown: list[int]) -> None:
                 title=f"{record.image_id} · {record.width}x{record.height} px · {record.num_objects} objects",
                 encode=image_uri,
             )
-            st.plotly_chart(fig, key="detail-figure", config={"displaylogo": False})
+            ui.show_figure(fig, "detail-figure")
     with right:
         st.markdown(f"**{record.image_path.name}**  \n{record.image_path.parent}")
         if show_largest:
             _largest_summary(index, record, largest)
         if show_multilabel:
             st.markdown("**Multi-label target** (1 = the class appears in the image)")
-            st.plotly_chart(
+            ui.show_figure(
                 multilabel_figure(index.classes, multilabel_target(record.labels, index.num_classes)),
-                key="multilabel-figure",
+                "multilabel-figure",
                 config={"displayModeBar": False},
             )
         st.dataframe(_object_table(index, record), hide_index=True, height="auto")

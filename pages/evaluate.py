@@ -31,14 +31,13 @@ from detviz.figures import (
     pr_curves_figure,
     surface_figure,
 )
+from detviz.figures.report import SURFACE_NMS, SURFACE_SCORES
 from pages import ui
 from pages.ui import keys, scoring
 from pages.ui.live import live_set
 
 ui.ensure_entrypoint()
 
-SURFACE_SCORES = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
-SURFACE_NMS = (0.3, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 WORST = 12
 SHOWN_SCORE = 0.25  # false positives drawn on the worst images' thumbnails
 PREDICTIONS_PATH = "predictions"  # the Predictions page's url_path in app.py

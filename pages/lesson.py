@@ -115,7 +115,7 @@ def _largest(picture: ui.Picture, text, figure) -> None:
         else:
             fig = ground_truth_figure(picture.image, picture.boxes, picture.labels, picture.classes, emphasis=k,
                                       height=HEIGHT, encode=image_uri)  # fmt: skip
-        st.plotly_chart(fig, key="lesson-largest")
+        ui.show_figure(fig, "lesson-largest")
     if chosen:
         _largest_on_val(chosen[1])
     ladder.train_stage_now(stage, picture)
@@ -172,8 +172,8 @@ def _multilabel(picture: ui.Picture, text, figure) -> None:
     with figure:
         if chosen:
             probabilities = chosen[1].predict([picture.image])[0]
-            st.plotly_chart(class_probability_figure(picture.classes, probabilities, target, threshold),
-                            key="lesson-multilabel-probabilities")  # fmt: skip
+            ui.show_figure(class_probability_figure(picture.classes, probabilities, target, threshold),
+                           "lesson-multilabel-probabilities")  # fmt: skip
             said = {picture.classes[c] for c in torch.nonzero(probabilities >= threshold).flatten().tolist()}
             truth = {picture.classes[c] for c in torch.nonzero(target).flatten().tolist()}
             (st.success if said == truth else st.warning)(
@@ -181,9 +181,9 @@ def _multilabel(picture: ui.Picture, text, figure) -> None:
                 f"Missed: {', '.join(sorted(truth - said)) or 'none'}; wrongly named: {', '.join(sorted(said - truth)) or 'none'}."
             )  # fmt: skip
         else:
-            st.plotly_chart(multilabel_figure(picture.classes, target), key="lesson-multilabel")
-        st.plotly_chart(ground_truth_figure(picture.image, picture.boxes, picture.labels, picture.classes,
-                                            height=HEIGHT - 160, encode=image_uri), key="lesson-multilabel-image")  # fmt: skip
+            ui.show_figure(multilabel_figure(picture.classes, target), "lesson-multilabel")
+        ui.show_figure(ground_truth_figure(picture.image, picture.boxes, picture.labels, picture.classes,
+                                           height=HEIGHT - 160, encode=image_uri), "lesson-multilabel-image")  # fmt: skip
     if chosen:
         val = ladder.val_index()
         probs = ladder.scored("multilabel", chosen[1], val) if val else None
@@ -237,7 +237,7 @@ def _grid(picture: ui.Picture, text, figure) -> None:
         else:
             fig = anchor_overlay_figure(picture.image, anchors, mode, gt_boxes=picture.boxes, gt_labels=picture.labels,
                                         class_names=picture.classes, height=HEIGHT, encode=image_uri)  # fmt: skip
-        st.plotly_chart(fig, key="lesson-grid")
+        ui.show_figure(fig, "lesson-grid")
     ladder.train_stage_now(stage, picture)
 
 
@@ -276,8 +276,8 @@ def _matching(picture: ui.Picture, text, figure) -> None:
             "pages/matching.py", label="Click through the rule on the Matching page", icon=":material/join_inner:"
         )
     with figure:
-        st.plotly_chart(matching_figure(picture.image, anchors, match, 3, picture.boxes, picture.labels,
-                                        picture.classes, height=HEIGHT, encode=image_uri), key="lesson-matching")  # fmt: skip
+        ui.show_figure(matching_figure(picture.image, anchors, match, 3, picture.boxes, picture.labels,
+                                       picture.classes, height=HEIGHT, encode=image_uri), "lesson-matching")  # fmt: skip
 
 
 def _multiscale(picture: ui.Picture, text, figure) -> None:
@@ -300,11 +300,11 @@ def _multiscale(picture: ui.Picture, text, figure) -> None:
             "pages/anchors.py", label="Try your own grids and zooms on the Anchors page", icon=":material/grid_on:"
         )
     with figure:
-        st.plotly_chart(anchor_overlay_figure(picture.image, anchors, "level", level, gt_boxes=picture.boxes,
-                                              gt_labels=picture.labels, class_names=picture.classes,
-                                              positive=match.positive, best_gt=match.best_gt, height=HEIGHT,
-                                              encode=image_uri),
-                        key="lesson-multiscale")  # fmt: skip
+        ui.show_figure(anchor_overlay_figure(picture.image, anchors, "level", level, gt_boxes=picture.boxes,
+                                             gt_labels=picture.labels, class_names=picture.classes,
+                                             positive=match.positive, best_gt=match.best_gt, height=HEIGHT,
+                                             encode=image_uri),
+                       "lesson-multiscale")  # fmt: skip
     compare_stage(picture, ("lesson_4x4_bce.pt", "lesson_multiscale_bce.pt"), losses=False)
 
 
@@ -322,10 +322,10 @@ def _losses(picture: ui.Picture, text, figure) -> None:
         )
     p = torch.linspace(0.005, 0.995, 199)
     with figure:
-        st.plotly_chart(loss_curves_figure(
+        ui.show_figure(loss_curves_figure(
             {"BCE": (p, loss_curve(p, "bce")), f"focal gamma={gamma:g}": (p, loss_curve(p, "focal", None, gamma))},
             {f"(1 - p_t)^{gamma:g}": (p, (1 - p) ** gamma)},
-        ), key="lesson-losses")  # fmt: skip
+        ), "lesson-losses")  # fmt: skip
     compare_stage(picture, ("lesson_multiscale_bce.pt", "lesson_multiscale_focal.pt"), losses=True)
 
 

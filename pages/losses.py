@@ -3,8 +3,9 @@
 import streamlit as st
 import torch
 
-from detviz.figures import loss_curves_figure, loss_map_figure, loss_share_figure, p_t_histogram
-from detviz.losses import EASY_P_T, loss_breakdown, loss_curve, ssd_loss_details, synthetic_outputs
+from detviz.figures import loss_curves_figure, p_t_histogram
+from detviz.figures.report import LOSS_VIEWS, compare_losses, focal_curves, loss_map, loss_shares_figure
+from detviz.losses import EASY_P_T, loss_curve, synthetic_outputs
 from detviz.matching import DEFAULT_IOU_THRESHOLD, match_anchors
 from detviz.models import compatibility_problems
 from pages import ui
@@ -13,8 +14,7 @@ from pages.ui.cache import image_uri
 
 ui.ensure_entrypoint()
 
-OTHER_GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)  # RetinaNet's figure 1
-VIEWS = ("class loss", "box loss", "class + box")  # also the URL values of ?lossview=
+VIEWS = LOSS_VIEWS  # also the URL values of ?lossview=
 SYNTHETIC = "synthetic logits"
 # the first choice: focal-trained (the caption's story), the lesson's 189 anchors before SSD300's
 DEFAULT_SOURCES = ("lesson_multiscale_focal.pt", "demo_focal.pt")
@@ -36,16 +36,7 @@ def main() -> None:
 
 
 def _curves(alpha: float, gamma: float) -> None:
-    p = torch.linspace(0.005, 0.995, 199)
-    curves = {
-        "BCE": (p, loss_curve(p, "bce")),
-        f"focal, object class (alpha {alpha:g})": (p, loss_curve(p, "focal", alpha, gamma, positive=True)),
-        f"focal, background (1 - alpha = {1 - alpha:g})": (p, loss_curve(p, "focal", alpha, gamma, positive=False)),
-    }
-    curves |= {f"focal gamma={g:g}, no alpha": (p, loss_curve(p, "focal", None, g)) for g in OTHER_GAMMAS if g != gamma}
-    factors = {f"(1 - p_t)^{gamma:g}": (p, (1 - p) ** gamma)}
-    factors |= {f"(1 - p_t)^{g:g}": (p, (1 - p) ** g) for g in OTHER_GAMMAS if g != gamma}
-    st.plotly_chart(loss_curves_figure(curves, factors), key="loss-curves")
+    ui.show_figure(loss_curves_figure(*focal_curves(alpha, gamma)), "loss-curves")
     easy, hard = torch.tensor([0.9]), torch.tensor([0.1])
     ratio_easy = float(loss_curve(easy, "bce") / loss_curve(easy, "focal", alpha, gamma, positive=False))
     ratio_hard = float(loss_curve(hard, "bce") / loss_curve(hard, "focal", alpha, gamma, positive=False))
@@ -59,23 +50,24 @@ def _curves(alpha: float, gamma: float) -> None:
 def _on_predictions(alpha: float, gamma: float) -> None:
     st.subheader("Where the loss comes from, anchor by anchor")
     index = ui.current_index()
-    checkpoints = ui.shipped_detectors()
+    checkpoints, _ = ui.detector_choices()  # the shipped detectors, then the training runs' best ones
     sources = [*checkpoints, SYNTHETIC]
     first = next((sources.index(name) for name in DEFAULT_SOURCES if name in sources), 0)
     c1, c2 = st.columns([1, 2])
     source = c1.selectbox("Predictions from", sources, index=first, key=keys.CHECKPOINT, bind="query-params",
-                          help="A detector shipped in checkpoints/ (a focal-trained one first), or made-up "
-                               "logits of a chosen confidence.")  # fmt: skip
+                          help="A detector shipped in checkpoints/ (a focal-trained one first), the best "
+                               "checkpoint of a training run (run:<name>), or made-up logits of a chosen "
+                               "confidence.")  # fmt: skip
     if not checkpoints:
-        st.info("No checkpoint is shipped yet (`make demo-checkpoint` trains them): only synthetic logits, "
-                "which are made up, not a model's predictions.")  # fmt: skip
+        st.info("No checkpoint is shipped yet (`make demo-checkpoint` trains them) and no training run has one: "
+                "only synthetic logits, which are made up, not a model's predictions.")  # fmt: skip
     with c2:
         picture = ui.pick_picture(index)
     if picture is None:
         return
     detector = None
     if source != SYNTHETIC:
-        detector = ui.detector_of(checkpoints[source])
+        detector = ui.detector_of(checkpoints[source], source)
         if detector is None:
             return
         problems = compatibility_problems(detector.info, class_names=picture.classes)
@@ -86,22 +78,15 @@ def _on_predictions(alpha: float, gamma: float) -> None:
     outputs, anchors = _outputs(detector, picture)
     if outputs is None:
         return
-    gt = picture.normalized[None]
-    labels, valid = picture.labels[None], torch.ones(1, gt.shape[1], dtype=torch.bool)
-    args = (gt, labels, valid, anchors)
-    common = dict(iou_threshold=DEFAULT_IOU_THRESHOLD, coding=detector.coding if detector else "tanh")
-    bce = ssd_loss_details(*outputs, *args, classification="bce", **common)
-    focal = ssd_loss_details(*outputs, *args, classification="focal", alpha=alpha, gamma=gamma, **common)
-    parts = {name: loss_breakdown(d) for name, d in (("BCE", bce), ("focal", focal))}
+    coding = detector.coding if detector else "tanh"
+    losses = compare_losses(*outputs, picture.normalized, picture.labels, anchors, alpha, gamma, coding)
+    bce, focal, parts = losses.bce, losses.focal, losses.parts
     m = st.columns(4)
     m[0].metric("Anchors", f"{len(anchors):,}")
     m[1].metric("Positive anchors", int(bce.num_positives))
     m[2].metric("BCE loss", f"{float(bce.loss):.4g}")
     m[3].metric("Focal loss", f"{float(focal.loss):.4g}")
-    st.plotly_chart(loss_share_figure({
-        name: {"box": b.box, "positives": b.positive_cls, "hard negatives": b.hard_negative_cls,
-               "easy negatives": b.easy_negative_cls} for name, b in parts.items()
-    }), key="loss-shares")  # fmt: skip
+    ui.show_figure(loss_shares_figure(losses), "loss-shares")
     st.caption(_shares_text(source, detector, len(anchors), parts))
 
     c1, c2 = st.columns([2, 1])
@@ -109,17 +94,10 @@ def _on_predictions(alpha: float, gamma: float) -> None:
     level = ui.level_picker(anchors, c2)
     left, right = st.columns(2)
     for column, name, details in ((left, "BCE", bce), (right, "focal", focal)):
-        parts = (details.anchor_loss_cls, details.anchor_loss_box, details.anchor_loss_cls + details.anchor_loss_box)
-        per_anchor = parts[VIEWS.index(view)][0]
-        total = float(per_anchor.sum())
-        share = per_anchor / total if total > 0 else torch.zeros_like(per_anchor)
-        on_level = float(share[anchors.level == level].sum())
-        grid = anchors.grids[level]
-        title = f"{name}: {view} by cell, the {grid}x{grid} level holds {on_level:.0%}"
-        fig = loss_map_figure(picture.image, anchors, share, level, title, encode=image_uri)
-        column.plotly_chart(fig, key=f"loss-map-{name}")
+        fig = loss_map(picture.image, anchors, details, name, view, level, encode=image_uri)
+        ui.show_figure(fig, f"loss-map-{name}", column)
     st.markdown("**How sure the predictions are** (the same for both losses)")
-    st.plotly_chart(p_t_histogram(bce.p_t[0], bce.positive[0]), key="p-t-histogram")
+    ui.show_figure(p_t_histogram(bce.p_t[0], bce.positive[0]), "p-t-histogram")
 
 
 def _shares_text(source: str, detector, num_anchors: int, parts: dict) -> str:

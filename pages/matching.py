@@ -53,8 +53,8 @@ def main() -> None:
             picture.image, anchors, match, list(STEPS).index(step) + 1, picture.boxes, picture.labels,
             picture.classes, selected=selected, show_negatives=negatives, encode=image_uri,
         )  # fmt: skip
-        st.plotly_chart(fig, key=keys.IMAGE_CHART, on_select=_on_click(keys.IMAGE_CHART, len(anchors)),
-                        selection_mode="points", config={"displaylogo": False})  # fmt: skip
+        ui.show_figure(fig, keys.IMAGE_CHART, on_select=_on_click(keys.IMAGE_CHART, len(anchors)),
+                       selection_mode="points")  # fmt: skip
         st.caption("Click an anchor's centre dot to see why it is positive or negative.")
     with right:
         _step_numbers(step, match, picture)
@@ -172,8 +172,8 @@ def _jaccard(match, anchors, picture: ui.Picture, threshold: float, selected: in
             st.info("No anchor of this part overlaps an object.")
             return
     fig = iou_heatmap(match.iou, anchors, picture.labels, picture.classes, columns, threshold, selected)
-    st.plotly_chart(fig, key=keys.HEATMAP_CHART, on_select=_on_click(keys.HEATMAP_CHART, len(anchors)),
-                    selection_mode="points", config={"displaylogo": False})  # fmt: skip
+    ui.show_figure(fig, keys.HEATMAP_CHART, on_select=_on_click(keys.HEATMAP_CHART, len(anchors)),
+                   selection_mode="points")  # fmt: skip
     st.caption(f"Cells outlined in red are above the threshold {threshold:g}. Click a cell to pick its anchor.")
 
 

@@ -29,20 +29,15 @@ def main() -> None:
     cols[5].metric("Images without objects", f"{s.images_without_objects:,}")
 
     left, right = st.columns(2)
-    left.plotly_chart(
-        class_count_figure(index.classes, s.class_counts, s.class_difficult),
-        key="classes",
-    )
-    right.plotly_chart(
-        histogram_figure(s.objects_per_image, "Objects per image", "objects", integer=True),
-        key="per_image",
+    ui.show_figure(class_count_figure(index.classes, s.class_counts, s.class_difficult), "classes", left)
+    ui.show_figure(
+        histogram_figure(s.objects_per_image, "Objects per image", "objects", integer=True), "per_image", right
     )
     left, right = st.columns(2)
-    left.plotly_chart(
-        histogram_figure(s.relative_size, "Object size", "sqrt(box area / image area)", bins=40),
-        key="size",
+    ui.show_figure(
+        histogram_figure(s.relative_size, "Object size", "sqrt(box area / image area)", bins=40), "size", left
     )
-    right.plotly_chart(
+    ui.show_figure(
         histogram_figure(
             s.aspect_ratio,
             "Object aspect ratio",
@@ -50,7 +45,8 @@ def main() -> None:
             bins=40,
             log_x=True,
         ),
-        key="aspect",
+        "aspect",
+        right,
     )
     st.markdown(
         "Anchors have to cover these sizes and shapes: an object whose side is a tenth of the image "

@@ -44,10 +44,18 @@ def main() -> None:
         return
     name, path = picked
     detector = ui.detector_of(path, name)
-    if detector is None or picture is None:
+    if detector is None:
+        return
+    own = ui.own_picture(list(detector.classes))
+    truth = own is None  # the dataset's image, with its ground truth
+    picture = picture if truth else own
+    if picture is None:
         return
     scored = index is not None and ui.fits_dataset(detector, index, name)
-    model_b = scoring.second_model(picked_b, name, path, index) if scored else None
+    model_b = scoring.second_model(picked_b, name, path, index) if scored and truth else None
+    if picked_b is not None and not truth:
+        st.info("Compare with: a comparison scores both models on the ground truth, so it shows the dataset's "
+                "images, not your own.")  # fmt: skip
     if picked_b is not None and not scored:
         st.info("Compare with: a comparison scores both models on this dataset's ground truth, so A must predict "
                 "its classes.")  # fmt: skip
@@ -58,7 +66,7 @@ def main() -> None:
     score, nms, max_dets, eval_iou, only = thresholds
 
     try:
-        trace, outcome, missed, gt_keep = _detections(detector, path, picture, *thresholds, scored)
+        trace, outcome, missed, gt_keep = _detections(detector, path, picture, *thresholds, scored and truth)
     except NonFiniteOutputs as e:  # a checkpoint with NaN weights loads, but predicts nothing
         st.error(ui.model_error(e, path, name))
         return
@@ -76,12 +84,12 @@ def main() -> None:
         step = _step_slider(trace, classes)
         fig = detections_figure(
             picture.image, trace, classes, gt_boxes=picture.boxes[gt_keep], gt_labels=picture.labels[gt_keep],
-            outcome=outcome if scored else None, missed=missed[gt_keep] if missed is not None else None,
+            outcome=outcome if scored and truth else None, missed=missed[gt_keep] if missed is not None else None,
             upto=step if step < trace.status.numel() else None, selected=_selected(trace), height=600,
             encode=image_uri,
         )  # fmt: skip
         ui.show_figure(fig, keys.DETECTIONS_CHART, on_select=_pick_from_figure, selection_mode="points")
-        _image_metrics(trace, outcome, missed, scored)
+        _image_metrics(trace, outcome, missed, scored and truth)
     with right:
         if scored:
             _live_map(path, limit, score, nms, max_dets, eval_iou, only, classes)
@@ -309,7 +317,7 @@ def _candidate_details(detector, path, picture, trace, k: int, classes) -> None:
         f"- NMS: {nms}"
     )
     scores = torch.sigmoid(logits[0, a, : len(classes)])
-    st.plotly_chart(class_scores_figure(scores, classes, int(trace.labels[k])), key="class-scores")
+    ui.show_figure(class_scores_figure(scores, classes, int(trace.labels[k])), "class-scores")
 
 
 def _box(box: torch.Tensor) -> str:

@@ -547,3 +547,50 @@ def test_the_apps_image_encoder_remembers_each_image_object() -> None:
     assert image_uri(same_pixels) == uri and image_uri(same_pixels) is not uri  # keyed on the object
     fig = ground_truth_figure(image, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), CLASSES, encode=image_uri)
     assert fig.data[0].source is uri
+
+
+def _revalidated(fig) -> dict:
+    """The figure put through plotly's full validation (raises on an unknown property)."""
+    import plotly.graph_objects as go
+
+    return go.Figure(fig.to_dict()).to_dict()
+
+
+def test_unchecked_figures_are_what_validation_would_make() -> None:
+    """The figures a slider move rebuilds skip plotly's validation (detviz.figures.style.unchecked):
+    re-validated, each must come out identical. Kills: a misspelled property (plotly.js would
+    drop it silently), a magic-underscore key such as `font_size` or a bare string axis title
+    (validation expands them; unchecked, plotly.js 3 ignores them), a numpy array validation
+    would have turned into something else."""
+    from detviz.evaluate import ClassCurve
+    from detviz.figures.style import unchecked, unchecked_figure
+
+    trace = _trace3()
+    gt = torch.tensor([[10.0, 10, 50, 50], [30, 30, 70, 55]])
+    figures = [
+        detections_figure(_image(), trace, CLASSES),
+        detections_figure(
+            _image(),
+            trace,
+            CLASSES,
+            gt_boxes=gt,
+            gt_labels=torch.tensor([1, 0]),
+            upto=2,
+            selected=3,
+            outcome=torch.tensor([Outcome.TP, -1, Outcome.FP, -1]),
+            missed=torch.tensor([False, True]),
+            max_suppressed=0,
+        ),
+        pr_curves_figure(
+            {"dog": ClassCurve(torch.tensor([1.0, 0.5]), torch.tensor([0.5, 1.0]), torch.tensor([0.9, 0.3]))}
+        ),
+    ]
+    for fig in figures:
+        assert fig.to_dict() == _revalidated(fig)
+    import plotly.graph_objects as go
+
+    # the check itself works on what unchecked lets through
+    underscore = unchecked_figure([unchecked(go.Scatter, x=[1])], {"hoverlabel": {"font_size": 13}})
+    assert underscore.to_dict() != _revalidated(underscore)
+    with pytest.raises(ValueError, match="colour"):
+        _revalidated(unchecked_figure([unchecked(go.Scatter, x=[1], colour="red")], {}))

@@ -516,3 +516,44 @@ def test_the_default_live_set_starts_with_the_server_and_the_first_visit_shares_
     at = run_app(PREDICTIONS)  # the defaults: val split, first 100 images, the default checkpoint
     assert BUILDS.held_keys() == [expected] and BUILDS.peek(expected) is build
     assert _live(at)[0] == "Live mAP@0.5 (VOC, all-point) on 8 images"
+
+
+def test_predictions_on_uploaded_images_without_ground_truth(shipped: Path, demo_root: Path) -> None:
+    """An image of the user's own: the detections the Detector finds on it, no ground truth, no
+    outcome counts; a CMYK JPEG is converted; a broken file is named and the dataset's image stays.
+    Mutations killed: the upload scored against the dataset image's ground truth (True positives
+    shown, missed objects drawn), the upload ignored (the dataset image's detections), CMYK bytes
+    fed to the model unconverted, a broken upload crashing the page."""
+    from PIL import Image
+
+    from detviz.data import image_from_bytes, read_voc
+    from detviz.inference import Detector
+
+    index = read_voc(demo_root, split="val")
+    record = index[5]
+    photo = Image.open(record.image_path).convert("RGB")
+    cmyk = io.BytesIO()
+    photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT).convert("CMYK").save(cmyk, format="JPEG", quality=95)
+    jpeg = record.image_path.read_bytes()
+    at = run_app(PREDICTIONS, split="val", image=index.image_ids[0])
+    dataset_count = int(_metrics(at)["Detections"])
+    at.file_uploader(key="image_upload").set_value([
+        ("mine.jpg", jpeg, "image/jpeg"), ("cmyk.jpg", cmyk.getvalue(), "image/jpeg"), ("bad.png", b"\x89PNG no", "image/png"),
+    ]).run()  # fmt: skip
+    detector = Detector.from_checkpoint(shipped)
+
+    def expected(data: bytes, name: str) -> int:
+        (det,) = detector.detect([image_from_bytes(data, name)], score_threshold=0.25, nms_iou=0.45, max_detections=100)
+        return len(det.boxes)
+
+    assert not at.error and at.selectbox(key="own_image").value == "mine.jpg"
+    shown = _metrics(at)
+    assert int(shown["Detections"]) == expected(jpeg, "mine.jpg") and "True positives" not in shown
+    assert not [t for t in at.get("plotly_chart") if "ground truth" in t.proto.spec or "missed object" in t.proto.spec]
+
+    at.selectbox(key="own_image").set_value("cmyk.jpg").run()
+    assert not at.error and int(_metrics(at)["Detections"]) == expected(cmyk.getvalue(), "cmyk.jpg")
+
+    at.selectbox(key="own_image").set_value("bad.png").run()
+    assert any(e.startswith("bad.png: cannot read the image") for e in texts(at.error))
+    assert "True positives" in _metrics(at) and int(_metrics(at)["Detections"]) == dataset_count  # the dataset's image

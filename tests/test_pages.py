@@ -243,6 +243,40 @@ def test_losses_on_a_shipped_checkpoint(data_root: Path) -> None:
     assert not at.exception
 
 
+def test_losses_on_a_training_runs_checkpoint(data_root: Path, demo_root: Path) -> None:
+    """Kills: the Losses page offering shipped checkpoints only; a run's name mapped to another file;
+    its box coding (variance) not used. The page's losses are checked against `ssd_loss` (the
+    training path) on the run's checkpoint, the image read with PIL here."""
+    from PIL import Image
+
+    from detviz.data import read_voc
+    from detviz.inference import Detector
+    from detviz.losses import ssd_loss
+    from detviz.train import RunFolder, TrainConfig
+
+    run = RunFolder.create(data_root / "runs", TrainConfig(), "my-run")
+    best = run.checkpoint("best")
+    config = ModelConfig(class_names=tuple(DEMO_CLASS_NAMES), image_size=96, head_channels=32, coding="variance",
+                         anchors=PRESETS["lesson_multiscale"].to_dict(), class_bias=-4.0)  # fmt: skip
+    torch.manual_seed(1)
+    best.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint_payload(build_model(config), config), best)
+    record = read_voc(demo_root, "val")[0]
+
+    at = _app(LOSSES, split="val", image=record.image_id)
+    assert at.selectbox(key=keys.CHECKPOINT).options == ["run:my-run", "synthetic logits"]
+    assert at.selectbox(key=keys.CHECKPOINT).value == "run:my-run" and not at.error
+    detector = Detector.from_checkpoint(best)
+    outputs = detector.raw_outputs([Image.open(record.image_path).convert("RGB")])
+    gt = (record.boxes / torch.tensor([record.width, record.height] * 2))[None]
+    args = (gt, record.labels[None], torch.ones(gt.shape[:2], dtype=torch.bool), detector.anchors)
+    metrics = _metrics(at)
+    for name, loss in (("BCE", "bce"), ("Focal", "focal")):
+        expected = float(ssd_loss(*outputs, *args, classification=loss, coding="variance")["loss"])
+        assert float(metrics[f"{name} loss"]) == pytest.approx(expected, rel=1e-3)
+    assert f"run:my-run: of its {len(detector.anchors):,} anchors" in _all_text(at)
+
+
 def test_losses_checkpoint_with_other_classes_says_so(data_root: Path) -> None:
     _save_checkpoint(data_root / "checkpoints", "voc.pt", VOC_CLASSES)
     at = _app(LOSSES)

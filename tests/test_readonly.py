@@ -160,6 +160,7 @@ def test_predictions_offer_no_upload_even_when_asked(classroom: Path) -> None:
     assert list(picker.options) == ["mine.pt"] and picker.value == "mine.pt"
     assert not at.get("file_uploader")
     assert f"{LOCK} uploading checkpoints is off here." in texts(at.caption)
+    assert any(c.startswith(f"{LOCK} uploading images is off here") for c in texts(at.caption))
     assert any(f"ckpt={UPLOAD}" in w for w in texts(at.warning))  # the link's value was dropped, and said
     returned, errors = call_handler("pages.ui.models", "checkpoint_picker", state={keys.CHECKPOINT: UPLOAD})
     assert returned == ("mine.pt", classroom / "checkpoints" / "mine.pt") and not errors  # the upload state ignored
@@ -249,6 +250,24 @@ def test_the_run_handlers_refuse_and_change_nothing(classroom: Path, demo_root: 
     assert stand_in.poll() is None and busy.state() == "running" and done.exists()
 
 
+def test_resume_is_hidden_and_refused(classroom: Path) -> None:
+    """Mutations killed: Resume shown read-only for a cancelled run, or resume_run without its
+    refusal (it would queue the run again and start `python -m detviz.train --resume`)."""
+    root = classroom / "runs"
+    run = RunFolder.create(root, TrainConfig(epochs=3), "stopped")
+    run.write_status(state="cancelled", epoch=1, epochs=3)
+    run.checkpoint("last").write_bytes(b"a checkpoint")  # resumable: tests/test_train_designs.py clicks it
+    before = _on_disk(root)
+    at = run_app("pages/train.py", train_view="Watch", run="stopped")
+    assert any(m.startswith("### Run stopped") and "cancelled" in m for m in texts(at.markdown))
+    assert not [b for b in at.button if b.label == "Resume"]
+    at.session_state[f"{keys.TRAIN_RESUME}stopped"] = True  # the hidden button, pressed by hand
+    at.run()
+    returned, errors = call_handler("pages.ui.run_actions", "resume_run", run.path)
+    assert refused(errors, "Resuming a run") and returned is None
+    assert not at.exception and _on_disk(root) == before and run.state() == "cancelled"
+
+
 def test_the_data_and_upload_handlers_refuse(classroom: Path, demo_root: Path, tmp_path: Path) -> None:
     """Mutations killed: the refusal removed from pick_source (a VOC path opened), _draw_demo
     (files drawn) or save_upload (the bytes written)."""
@@ -263,3 +282,18 @@ def test_the_data_and_upload_handlers_refuse(classroom: Path, demo_root: Path, t
     data = os.urandom(64)
     returned, errors = call_handler("pages.ui.models", "save_upload", data)
     assert refused(errors, "Uploading a checkpoint") and returned is None and not upload_path(data).exists()
+
+
+def test_making_split_files_is_hidden_and_refused(classroom: Path) -> None:
+    """Mutations killed: the Make-splits button shown read-only (no lock line), the refusal
+    removed from its handler make_splits_in (train.txt and val.txt written)."""
+    folder = make_voc(classroom / "mine", {i: voc_xml(f"{i}.jpg", 64, 48, []) for i in "abcd"})
+    (folder / "ImageSets" / "Main" / "train.txt").unlink()
+    at = AppTest.from_function(
+        _call, default_timeout=APP_TIMEOUT, args=("pages.ui.data", "_offer_splits", (folder,), {})
+    )
+    assert not at.run().exception and not [b for b in at.button if "splits" in b.label]
+    assert f"{LOCK} making split files is off here." in texts(at.caption)
+    returned, errors = call_handler("pages.ui.data", "make_splits_in", folder)
+    assert refused(errors, "Making split files") and returned is None
+    assert not list((folder / "ImageSets" / "Main").iterdir())

@@ -107,7 +107,7 @@ def test_open_dataset_for_each_kind(demo_root: Path) -> None:
     assert len(open_dataset(f"voc:{demo_root}", "train")) == 24
     coco = open_dataset(f"coco:{demo_root / 'coco_val.json'},{demo_root / 'JPEGImages'}")
     assert len(coco) == 8
-    assert dataset_splits(parse_dataset_spec(f"voc:{demo_root}")) == ["train", "val"]
+    assert dataset_splits(parse_dataset_spec(f"voc:{demo_root}")) == ["train", "val", "all"]
     assert dataset_splits(parse_dataset_spec("coco:a.json,b")) == []
 
 

@@ -233,15 +233,16 @@ def test_broken_annotation_file_is_named(tmp_path: Path, xml: str, message: str)
         ({"xmin": 40, "ymin": 5, "xmax": 12, "ymax": 20}, r"object 1 \(dog\): xmax \(12\) <= xmin \(40\); fix the file"),
         ({"xmin": 4, "ymin": 30, "xmax": 12, "ymax": 30}, r"ymax \(30\) <= ymin \(30\)"),
         ({"xmin": 70, "ymin": 10, "xmax": 80, "ymax": 40}, r"lies entirely outside the 64x48 image"),
-        ({"name": "unicorn"}, r"object 1 \(unicorn\) has class 'unicorn', which is not in the class list"),
+        ({"name": "unicorn"}, r"x\.xml: object 1 \(unicorn\) has class 'unicorn', which is not in .*v/classes\.txt"),
         ({"difficult": "yes"}, r"<difficult> is 'yes'; it must be 0 or 1"),
     ],
     ids=["xmax-not-greater-than-xmin", "ymax-not-greater-than-ymin", "box-entirely-outside-the-image",
          "unknown-class-name", "bad-difficult-flag"],
 )  # fmt: skip
 def test_bad_object_is_an_error_naming_it(tmp_path: Path, change: dict, message: str) -> None:
+    """With classes.txt an unknown name stays an error (without one the list would be inferred)."""
     with pytest.raises(DataError, match=message):
-        read_voc(_one(tmp_path, voc_xml("x.jpg", 64, 48, [DOG | change])))
+        read_voc(_one(tmp_path, voc_xml("x.jpg", 64, 48, [DOG | change]), classes=list(VOC_CLASSES)))
 
 
 def test_box_partly_outside_the_image_is_clipped_with_a_warning(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -37,23 +38,7 @@ def load_image(path: str | Path, expected_size: tuple[int, int] | None = None) -
             `expected_size` either way round.
     """
     path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
-                opened.load()
-                image = opened
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found.") from None
-    except (
-        UnidentifiedImageError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as e:
-        raise DataError(f"{path}: cannot read the image ({e}).") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot read the image ({e}); the file may be truncated or corrupt.") from None
-    image = _oriented(image, expected_size)
+    image = _oriented(_open(path, str(path)), expected_size)
     if expected_size is not None and image.size != tuple(expected_size):
         w, h = expected_size
         raise DataError(
@@ -61,6 +46,35 @@ def load_image(path: str | Path, expected_size: tuple[int, int] | None = None) -
             "the boxes would not fit, so fix the annotation's size or the file."
         )
     return to_rgb(image)
+
+
+def image_from_bytes(data: bytes, name: str) -> Image.Image:
+    """An image file's bytes (an upload) as 8-bit RGB, converted and EXIF-oriented as `load_image`.
+
+    Raises:
+        DataError: naming `name`: the bytes are truncated, not an image, or a decompression bomb.
+    """
+    return to_rgb(_oriented(_open(io.BytesIO(data), name), None))
+
+
+def _open(source: Path | io.BytesIO, name: str) -> Image.Image:
+    """The decoded image of a file or its bytes; errors name `name`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as opened:
+                opened.load()
+                return opened
+    except FileNotFoundError:
+        raise DataError(f"{name}: image file not found.") from None
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as e:
+        raise DataError(f"{name}: cannot read the image ({e}).") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{name}: cannot read the image ({e}); the file may be truncated or corrupt.") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

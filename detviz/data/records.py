@@ -88,6 +88,8 @@ class DatasetIndex:
         problems: one line per file that was skipped because it is broken (non-strict reading).
         warnings: one line per fix applied while reading (e.g. a box clipped to the image).
         category_ids: for COCO data, the json's category id of each label (for results files).
+        class_note: one sentence when the reader inferred the class list (a VOC folder without
+            classes.txt naming non-VOC classes); "" otherwise.
     """
 
     classes: list[str]
@@ -104,6 +106,7 @@ class DatasetIndex:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     category_ids: list[int] | None = None  # COCO: the json's category id of each label
+    class_note: str = ""
 
     @classmethod
     def from_annotations(
@@ -204,6 +207,7 @@ class DatasetIndex:
             problems=list(self.problems),
             warnings=list(self.warnings),
             category_ids=self.category_ids,
+            class_note=self.class_note,
         )
 
 

@@ -5,7 +5,8 @@
     voc:<folder>              a VOC-layout folder
     coco:<json>,<image dir>   a COCO-format json and the folder its file names are relative to
 
-A split (train, val, ...) is given separately; COCO has none (the json is the split).
+A split (train, val, ..., or "all": every annotation) is given separately; COCO has none (the
+json is the split).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from detviz.data.coco import read_coco
 from detviz.data.records import DataError, DatasetIndex
-from detviz.data.voc import file_stamp, list_voc_splits, read_voc
+from detviz.data.voc import ALL_SPLIT, file_stamp, list_voc_splits, read_voc
 
 KINDS = ("demo", "voc", "coco")
 
@@ -72,10 +73,12 @@ def spec_root(spec: DatasetSpec) -> Path:
 
 
 def dataset_splits(spec: DatasetSpec) -> list[str]:
-    """Split names available for the spec ([] for COCO, whose json is the split)."""
+    """Split names available for the spec: the split files, then "all" when the folder has
+    Annotations/ ([] for COCO, whose json is the split)."""
     if spec.kind == "coco":
         return []
-    return list_voc_splits(spec_root(spec))
+    root = spec_root(spec)
+    return list_voc_splits(root) + ([ALL_SPLIT] if (root / "Annotations").is_dir() else [])
 
 
 def open_dataset(spec: DatasetSpec | str, split: str = "train", *, strict: bool = True) -> DatasetIndex:

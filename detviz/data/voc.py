@@ -1,5 +1,11 @@
 """Pascal VOC reader: `ImageSets/Main/{split}.txt` + `Annotations/*.xml` -> `DatasetIndex`.
 
+The split "all" is every annotation in `Annotations/` (sorted by id), split files or not. The
+class list is `classes.txt` when the folder has one, else VOC_CLASSES, unless the annotations name
+classes outside those 20: then it is inferred (the sorted names found over all of `Annotations/`,
+so every split of the folder gets the same labels) and the reader says so (a warning, and
+`DatasetIndex.class_note`).
+
 XML is parsed with defusedxml (entity-expansion and external-entity attacks are refused).
 Pixel boxes follow DESIGN: VOC's 1-based inclusive (xmin, ymin, xmax, ymax) becomes
 (xmin - 1, ymin - 1, xmax, ymax).
@@ -17,6 +23,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from warnings import warn
 from xml.etree.ElementTree import Element, ParseError
 
 import numpy as np
@@ -33,7 +40,8 @@ VOC_CLASSES: tuple[str, ...] = (
 )  # fmt: skip
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-CACHE_VERSION = 1  # bump when the cached layout or the parsing rules change
+ALL_SPLIT = "all"  # every annotation in Annotations/, with or without split files
+CACHE_VERSION = 2  # bump when the cached layout or the parsing rules change
 
 
 def read_voc(
@@ -47,9 +55,12 @@ def read_voc(
     """Reads one split of a VOC-layout folder.
 
     Args:
-        root: folder holding `Annotations/`, `JPEGImages/` and `ImageSets/Main/`.
-        split: name of the split file `ImageSets/Main/{split}.txt`.
-        classes: class names in label order; default `root/classes.txt` if present, else VOC_CLASSES.
+        root: folder holding `Annotations/`, `JPEGImages/` and (for splits other than "all")
+            `ImageSets/Main/`.
+        split: name of the split file `ImageSets/Main/{split}.txt`, or "all": every annotation.
+        classes: class names in label order; default `root/classes.txt` if present, else
+            VOC_CLASSES, or the sorted names found in `Annotations/` when some are not VOC
+            classes (warned once per call, and said in `index.class_note`).
         strict: raise on the first broken annotation (True), or skip broken images and list
             them in `index.problems` (False).
         cache: use and refresh the on-disk index cache.
@@ -71,27 +82,49 @@ def read_voc(
             raise DataError(
                 f"{sub}: folder not found; a VOC folder holds Annotations/, JPEGImages/ and ImageSets/Main/."
             )
-    split_file = root / "ImageSets" / "Main" / f"{split}.txt"
-    if not split_file.is_file():
-        found = ", ".join(list_voc_splits(root)) or "none"
-        raise DataError(f"{split_file}: split file not found; splits in this folder: {found}.")
-    image_ids = _read_split(split_file)
+    split_file, image_ids = _split_ids(root, split)
     classes_file = root / "classes.txt"
-    class_names = list(classes) if classes is not None else _read_classes(classes_file)
-    _check_classes(class_names, classes_file if classes is None else None)
+    given = list(classes) if classes is not None else _read_classes(classes_file)
+    if given is not None:
+        _check_classes(given, classes_file if classes is None else None)
+    class_source = "the classes given" if classes is not None else str(classes_file)
 
     ann_paths = [ann_dir / f"{image_id}.xml" for image_id in image_ids]
-    key = _cache_key(root, split, class_names, split_file, classes_file, img_dir, ann_paths)
+    # Inferred classes depend on every annotation file, not only the split's.
+    others = annotation_files(root) if given is None and split != ALL_SPLIT else []
+    key = _cache_key(root, split, given, split_file, classes_file, img_dir, ann_paths + others)
     cache_file = _cache_dir() / f"voc-{hashlib.sha1(f'{root}|{split}'.encode()).hexdigest()[:20]}.npz"
     index = _load_cache(cache_file, key, root) if cache else None
     if index is None:
-        index = _parse_split(root, split, class_names, image_ids, ann_paths, img_dir)
+        class_names, note = (given, "") if given is not None else infer_voc_classes(root, others or ann_paths)
+        index = _parse_split(root, split, class_names, image_ids, ann_paths, img_dir, class_source)
+        index.class_note = note
         if cache:
             _save_cache(cache_file, key, root, index)
+    if index.class_note:
+        warn(index.class_note, stacklevel=2)
     if strict and index.problems:
         more = len(index.problems) - 1
         raise DataError(index.problems[0] + (f" ({more} more broken files)" if more else ""))
     return index
+
+
+def _split_ids(root: Path, split: str) -> tuple[Path, list[str]]:
+    """The file whose stamp stands for the split (for "all": Annotations/, whose stamp changes when
+    files come or go) and the split's image ids."""
+    if split == ALL_SPLIT:
+        ids = [p.stem for p in annotation_files(root)]
+        if not ids:
+            raise DataError(f"{root / 'Annotations'}: no annotation files (*.xml); the split {ALL_SPLIT!r} is empty.")
+        return root / "Annotations", ids
+    split_file = root / "ImageSets" / "Main" / f"{split}.txt"
+    if not split_file.is_file():
+        found = ", ".join(list_voc_splits(root)) or "none"
+        raise DataError(
+            f"{split_file}: split file not found; splits in this folder: {found} "
+            f"(and {ALL_SPLIT!r}, every annotation; `python -m detviz.data.split --root {root}` makes train/val)."
+        )
+    return split_file, _read_split(split_file)
 
 
 def list_voc_splits(root: str | Path) -> list[str]:
@@ -102,8 +135,71 @@ def list_voc_splits(root: str | Path) -> list[str]:
     return sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem)
 
 
-def parse_voc_xml(path: Path, image_id: str, class_to_label: dict[str, int]) -> tuple[dict, list[str]]:
+def annotation_files(root: str | Path) -> list[Path]:
+    """Every `root/Annotations/*.xml`, sorted by image id ([] when the folder is missing)."""
+    ann_dir = Path(root).expanduser() / "Annotations"
+    if not ann_dir.is_dir():
+        return []
+    with os.scandir(ann_dir) as entries:
+        stems = sorted(e.name[: -len(".xml")] for e in entries if e.name.endswith(".xml") and e.is_file())
+    return [ann_dir / f"{stem}.xml" for stem in stems]
+
+
+def object_names(path: Path) -> list[str]:
+    """The object names of one annotation file, in file order ("" for an object without a name).
+
+    Raises:
+        DataError: the file is missing, is not XML, or is an XML attack.
+    """
+    return [(obj.findtext("name") or "").strip() for obj in _parse_xml(path, path.stem).iter("object")]
+
+
+def infer_voc_classes(root: str | Path, paths: list[Path] | None = None) -> tuple[list[str], str]:
+    """The class list of a folder without `classes.txt`, and a note when it was inferred.
+
+    Args:
+        root: the VOC folder (named in the note).
+        paths: the annotation files to read; default every file in `root/Annotations`.
+
+    Returns:
+        (VOC_CLASSES, "") when every object name is a VOC class (or there are none), else the sorted
+        unique names and one sentence saying so. Broken files are left to the reader to report.
+    """
+    names: set[str] = set()
+    for path in annotation_files(root) if paths is None else paths:
+        try:
+            names.update(n for n in object_names(path) if n)
+        except DataError:
+            continue
+    unknown = sorted(names - set(VOC_CLASSES))
+    if not unknown:
+        return list(VOC_CLASSES), ""
+    classes = sorted(names)
+    shown = ", ".join(classes[:12]) + (f", … ({len(classes)} in all)" if len(classes) > 12 else "")
+    note = (f"{root}: no classes.txt, and the annotations name classes that are not VOC classes "
+            f"({', '.join(unknown[:5])}{', …' if len(unknown) > 5 else ''}); using the names found in Annotations/, "
+            f"sorted: {shown}. Write classes.txt (one name per line) to fix the list and its order.")  # fmt: skip
+    return classes, note
+
+
+def _parse_xml(path: Path, image_id: str) -> Element:
+    try:
+        return SafeET.parse(path).getroot()
+    except FileNotFoundError:
+        raise DataError(f"{path}: annotation file not found for image {image_id!r} listed in the split file.") from None
+    except DefusedXmlException as e:
+        raise DataError(f"{path}: refused unsafe XML ({type(e).__name__}); the file is not a VOC annotation.") from None
+    except ParseError as e:
+        raise DataError(f"{path}: not valid XML ({e}).") from None
+
+
+def parse_voc_xml(
+    path: Path, image_id: str, class_to_label: dict[str, int], class_source: str = "the class list"
+) -> tuple[dict, list[str]]:
     """Parses one annotation file.
+
+    Args:
+        class_source: where the class list came from (a classes.txt path), named when a name is unknown.
 
     Returns:
         A dict with width, height, filename, boxes (pixel xyxy), labels, difficult, truncated,
@@ -113,15 +209,7 @@ def parse_voc_xml(path: Path, image_id: str, class_to_label: dict[str, int]) -> 
         DataError: the file is missing, is not XML, is an XML attack, lacks `size` or `bndbox`,
             or holds an empty box or an unknown class.
     """
-    try:
-        tree = SafeET.parse(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: annotation file not found for image {image_id!r} listed in the split file.") from None
-    except DefusedXmlException as e:
-        raise DataError(f"{path}: refused unsafe XML ({type(e).__name__}); the file is not a VOC annotation.") from None
-    except ParseError as e:
-        raise DataError(f"{path}: not valid XML ({e}).") from None
-    ann = tree.getroot()
+    ann = _parse_xml(path, image_id)
     size = ann.find("size")
     if size is None:
         raise DataError(f"{path}: no <size> element; VOC annotations state the image width and height.")
@@ -140,7 +228,7 @@ def parse_voc_xml(path: Path, image_id: str, class_to_label: dict[str, int]) -> 
         where = f"{path}: object {k} ({name or 'no name'})"
         if name not in class_to_label:
             raise DataError(
-                f"{where} has class {name!r}, which is not in the class list; fix the name or add it to classes.txt."
+                f"{where} has class {name!r}, which is not in {class_source}; fix the name or add it to classes.txt."
             )
         bnd = obj.find("bndbox")
         if bnd is None:
@@ -170,13 +258,14 @@ def _parse_split(
     image_ids: list[str],
     ann_paths: list[Path],
     img_dir: Path,
+    class_source: str,
 ) -> DatasetIndex:
     class_to_label = {name: i for i, name in enumerate(classes)}
     image_files = _image_files(img_dir)
     annotations, problems, warnings = [], [], []
     for image_id, ann_path in zip(image_ids, ann_paths, strict=True):
         try:
-            parsed, file_warnings = parse_voc_xml(ann_path, image_id, class_to_label)
+            parsed, file_warnings = parse_voc_xml(ann_path, image_id, class_to_label, class_source)
             image_path = _find_image(img_dir, image_files, image_id, parsed["filename"], ann_path)
         except DataError as e:
             problems.append(str(e))
@@ -221,9 +310,10 @@ def _read_split(split_file: Path) -> list[str]:
     return ids
 
 
-def _read_classes(classes_file: Path) -> list[str]:
+def _read_classes(classes_file: Path) -> list[str] | None:
+    """The names in classes.txt; None when there is no such file."""
     if not classes_file.is_file():
-        return list(VOC_CLASSES)
+        return None
     try:
         return [line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as e:
@@ -299,7 +389,7 @@ def file_stamp(path: Path) -> tuple[int, int]:
 def _cache_key(
     root: Path,
     split: str,
-    classes: list[str],
+    classes: list[str] | None,
     split_file: Path,
     classes_file: Path,
     img_dir: Path,
@@ -324,6 +414,7 @@ def _save_cache(cache_file: Path, key: str, root: Path, index: DatasetIndex) -> 
         "source": index.source,
         "problems": index.problems,
         "warnings": index.warnings,
+        "class_note": index.class_note,
     }
     arrays = {
         "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
@@ -363,5 +454,6 @@ def _load_cache(cache_file: Path, key: str, root: Path) -> DatasetIndex | None:
         source=meta["source"],
         problems=meta["problems"],
         warnings=meta["warnings"],
+        class_note=meta["class_note"],
         **arrays,
     )

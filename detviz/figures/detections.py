@@ -3,6 +3,8 @@ candidates and why, how the evaluation scored each detection, and one anchor's c
 
 `detections_figure` is assembled from small builders, one per layer, bottom to top: ground
 truth (and missed objects), candidate boxes, the NMS step being looked at, clickable markers.
+Each appends its traces to a list and the figure is built once, `unchecked`: a slider move
+rebuilds it, and plotly's validation would be most of that move's time.
 """
 
 from __future__ import annotations
@@ -16,8 +18,18 @@ from PIL import Image
 from torch import Tensor
 
 from detviz.codes import DETECTION_OUTCOMES, NMSDecision, Outcome
-from detviz.figures.image import ImageEncoder, add_rectangles, image_data_uri, image_figure, tag
-from detviz.figures.style import HIGHLIGHT, MISSED_COLOR, MUTED, chart_layout, class_color, class_name, legend
+from detviz.figures.image import ImageEncoder, image_data_uri, image_layout, image_trace, rectangles, tag
+from detviz.figures.style import (
+    HIGHLIGHT,
+    MISSED_COLOR,
+    MUTED,
+    chart_layout,
+    class_color,
+    class_name,
+    legend,
+    unchecked,
+    unchecked_figure,
+)
 
 if TYPE_CHECKING:
     from detviz.postprocess import NMSTrace
@@ -112,7 +124,7 @@ def _unoverlapped(
 
 
 def _add_ground_truth(
-    fig: go.Figure,
+    traces: list,
     gt_boxes: Tensor | None,
     gt_labels: Tensor | None,
     missed: Tensor | None,
@@ -122,18 +134,18 @@ def _add_ground_truth(
     "missed <class>" tags."""
     if gt_boxes is None or not gt_boxes.shape[0]:
         return []
-    add_rectangles(fig, gt_boxes, GROUND_TRUTH_COLOR, "ground truth", width=2, dash="dash")
+    traces.append(rectangles(gt_boxes, GROUND_TRUTH_COLOR, "ground truth", width=2, dash="dash"))
     if missed is None or not bool(missed.any()):
         return []
     gone = torch.nonzero(missed).flatten()
-    add_rectangles(fig, gt_boxes[gone], MISSED_COLOR, "missed object", width=3, dash="dash")
+    traces.append(rectangles(gt_boxes[gone], MISSED_COLOR, "missed object", width=3, dash="dash"))
     labels = [int(gt_labels[g]) if gt_labels is not None else -1 for g in gone.tolist()]
     return [tag(gt_boxes[g], f"missed {class_name(class_names, label, 'object')}", MISSED_COLOR, anchor="top")
             for g, label in zip(gone.tolist(), labels, strict=True)]  # fmt: skip
 
 
 def _add_candidates(
-    fig: go.Figure, trace: NMSTrace, info: _DetectionsInfo, class_names: Sequence[str], outcome: Tensor | None
+    traces: list, trace: NMSTrace, info: _DetectionsInfo, class_names: Sequence[str], outcome: Tensor | None
 ) -> list[dict]:
     """Draws the suppressed boxes (thin dots, per class) and the kept ones (per class, or per
     outcome); returns the labelled candidates' "<class> <score>" tags, the suppressed ones'
@@ -143,16 +155,16 @@ def _add_candidates(
         mine = trace.labels == label
         gone = torch.nonzero(mine & info.suppressed).flatten()
         if gone.numel():
-            add_rectangles(fig, trace.boxes[gone], class_color(label), f"{name}: suppressed", 1, "dot", 0.6)
+            traces.append(rectangles(trace.boxes[gone], class_color(label), f"{name}: suppressed", 1, "dot", 0.6))
         if outcome is None:
             kept = torch.nonzero(mine & info.kept).flatten()
             if kept.numel():
-                add_rectangles(fig, trace.boxes[kept], class_color(label), f"{name}: kept", width=3)
+                traces.append(rectangles(trace.boxes[kept], class_color(label), f"{name}: kept", width=3))
     if outcome is not None:
         for code in DETECTION_OUTCOMES:
             kept = torch.nonzero(info.kept & (outcome == code)).flatten()
             if kept.numel():
-                add_rectangles(fig, trace.boxes[kept], code.colour, code.label, width=3)
+                traces.append(rectangles(trace.boxes[kept], code.colour, code.label, width=3))
     tags, gone_tags = [], []
     for i in info.labelled:
         label = int(trace.labels[i])
@@ -187,17 +199,17 @@ def _note(info: _DetectionsInfo) -> dict | None:
                 showarrow=False, font=dict(size=12, color=NOTE_COLOR), name=NOT_DRAWN_NOTE)  # fmt: skip
 
 
-def _add_step(fig: go.Figure, trace: NMSTrace, stressed: Sequence[int]) -> None:
+def _add_step(traces: list, trace: NMSTrace, stressed: Sequence[int]) -> None:
     """Draws the stressed candidates thick, each with a dotted line to the box that suppressed it."""
     for k in stressed:
-        add_rectangles(fig, trace.boxes[k : k + 1], HIGHLIGHT, f"candidate {k}", width=5)
+        traces.append(rectangles(trace.boxes[k : k + 1], HIGHLIGHT, f"candidate {k}", width=5))
         by = int(trace.suppressed_by[k])
         if by >= 0:
             a = ((trace.boxes[k, :2] + trace.boxes[k, 2:]) / 2).tolist()
             b = ((trace.boxes[by, :2] + trace.boxes[by, 2:]) / 2).tolist()
-            fig.add_trace(go.Scatter(x=[a[0], b[0]], y=[a[1], b[1]], mode="lines+markers", hoverinfo="skip",
-                                     line=dict(color=HIGHLIGHT, width=2, dash="dot"),
-                                     name=f"suppressed by candidate {by}"))  # fmt: skip
+            traces.append(unchecked(go.Scatter, x=[a[0], b[0]], y=[a[1], b[1]], mode="lines+markers",
+                                    hoverinfo="skip", line=dict(color=HIGHLIGHT, width=2, dash="dot"),
+                                    name=f"suppressed by candidate {by}"))  # fmt: skip
 
 
 def _candidate_hover(trace: NMSTrace, i: int, class_names: Sequence[str], outcome: Tensor | None) -> str:
@@ -215,15 +227,16 @@ def _candidate_hover(trace: NMSTrace, i: int, class_names: Sequence[str], outcom
 
 
 def _add_markers(
-    fig: go.Figure, trace: NMSTrace, info: _DetectionsInfo, class_names: Sequence[str], outcome: Tensor | None
+    traces: list, trace: NMSTrace, info: _DetectionsInfo, class_names: Sequence[str], outcome: Tensor | None
 ) -> None:
     """Clickable markers at the drawn candidates' centres, the candidate's position as customdata."""
     shown = torch.nonzero(info.kept | info.suppressed).flatten()
     if not shown.numel():
         return
     centers = ((trace.boxes[shown, :2] + trace.boxes[shown, 2:]) / 2).double().numpy()
-    fig.add_trace(
-        go.Scatter(
+    traces.append(
+        unchecked(
+            go.Scatter,
             x=centers[:, 0],
             y=centers[:, 1],
             mode="markers",
@@ -286,21 +299,22 @@ def detections_figure(
     """
     if max_suppressed is not None and max_suppressed < 0:
         raise ValueError(f"max_suppressed must be None or at least 0, got {max_suppressed}")
-    fig = image_figure(image, height=height, encode=encode)
+    traces = [image_trace(image, encode)]
+    layout = image_layout(image, height=height)
     scale = SCALE_SHARE * height / max(image.size[1], 1)  # screen pixels per image pixel
     tag_size = (TAG_CHAR_WIDTH * TAG_FONT_SIZE / scale, TAG_HEIGHT * TAG_FONT_SIZE / scale)
     info = _get_detections_info(trace, show_suppressed, upto, selected, max_suppressed=max_suppressed,
                                 label_all=label_all, class_names=class_names, tag_size=tag_size)  # fmt: skip
-    annotations = _add_ground_truth(fig, gt_boxes, gt_labels, missed, class_names)
-    annotations += _add_candidates(fig, trace, info, class_names, outcome)
-    _add_step(fig, trace, info.stressed)
-    _add_markers(fig, trace, info, class_names, outcome)
+    annotations = _add_ground_truth(traces, gt_boxes, gt_labels, missed, class_names)
+    annotations += _add_candidates(traces, trace, info, class_names, outcome)
+    _add_step(traces, trace, info.stressed)
+    _add_markers(traces, trace, info, class_names, outcome)
     note = _note(info)
     if note is not None:
         annotations.append(note)
-        fig.update_layout(margin=dict(t=fig.layout.margin.t + NOTE_LINE * (note["text"].count("<br>") + 1)))
-    fig.update_layout(showlegend=True, legend=legend("below"), annotations=annotations)
-    return fig
+        layout["margin"]["t"] += NOTE_LINE * (note["text"].count("<br>") + 1)
+    layout.update(showlegend=True, legend=legend("below"), annotations=annotations)
+    return unchecked_figure(traces, layout)
 
 
 def class_scores_figure(scores: Tensor, class_names: Sequence[str], chosen: int | None = None) -> go.Figure:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from detviz.codes import ERROR_TYPES
-from detviz.figures.style import PALETTE, chart_layout, class_color, legend
+from detviz.figures.style import PALETTE, chart_layout, class_color, legend, unchecked, unchecked_figure
 
 if TYPE_CHECKING:
     from detviz.evaluate import ClassCurve
@@ -20,23 +20,24 @@ if TYPE_CHECKING:
 
 def pr_curves_figure(curves: dict[str, ClassCurve], height: int = 380, title: str = "Precision-recall") -> go.Figure:
     """Precision against recall for each named ClassCurve; hover shows the score threshold that
-    gives each point (the score of the detection that reaches it)."""
-    fig = go.Figure()
+    gives each point (the score of the detection that reaches it). Built `unchecked`: the
+    Predictions page rebuilds it on every slider move."""
+    traces = []
     for k, (name, curve) in enumerate(curves.items()):
         if curve.recall.numel() == 0 or bool(torch.isnan(curve.recall).all()):
             continue
         recall = np.concatenate([[0.0], curve.recall.double().numpy()])
         precision = np.concatenate([[1.0], curve.precision.double().numpy()])
         scores = np.concatenate([[np.nan], curve.scores.double().numpy()])
-        fig.add_trace(go.Scatter(
-            x=recall, y=precision, mode="lines", name=name, line=dict(color=PALETTE[k % len(PALETTE)], width=2),
+        traces.append(unchecked(
+            go.Scatter, x=recall, y=precision, mode="lines", name=name, line=dict(color=PALETTE[k % len(PALETTE)], width=2),
             customdata=scores, line_shape="hv",
             hovertemplate=f"{name}<br>recall %{{x:.3f}}, precision %{{y:.3f}}<br>score threshold %{{customdata:.3f}}"
                           "<extra></extra>",
         ))  # fmt: skip
-    fig.update_layout(chart_layout(title, height, legend=legend("side"), xaxis=dict(title="recall", range=[0, 1.01]),
-                                   yaxis=dict(title="precision", range=[0, 1.02])))  # fmt: skip
-    return fig
+    layout = chart_layout(title, height, legend=legend("side"), xaxis=dict(title=dict(text="recall"), range=[0, 1.01]),
+                          yaxis=dict(title=dict(text="precision"), range=[0, 1.02]))  # fmt: skip
+    return unchecked_figure(traces, layout)
 
 
 def _ap_order(ap: Tensor) -> list[int]:

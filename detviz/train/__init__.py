@@ -6,7 +6,17 @@ from detviz.train.config import TrainConfig, cli_command, parse_learning_rate
 from detviz.train.engine import Callback, Cancelled, Progress, fit, one_cycle
 from detviz.train.lr_finder import find_lr, suggest_lr
 from detviz.train.report import LRFinderResult, RunState, RunStatus
-from detviz.train.runs import MetricsFollower, RunFolder, cancel, delete_run, launch, launch_problems, list_runs
+from detviz.train.runs import (
+    MetricsFollower,
+    RunFolder,
+    cancel,
+    delete_run,
+    launch,
+    launch_problems,
+    list_runs,
+    resume,
+    resume_problems,
+)
 
 __all__ = [
     "Callback",
@@ -30,5 +40,7 @@ __all__ = [
     "one_cycle",
     "parse_learning_rate",
     "prepare",
+    "resume",
+    "resume_problems",
     "suggest_lr",
 ]

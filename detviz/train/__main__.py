@@ -23,7 +23,7 @@ from tqdm import tqdm
 from detviz.checkpoints import CheckpointError
 from detviz.data import DataError
 from detviz.train.build import TrainingError, prepare, resolve_device, start_processes
-from detviz.train.config import TrainConfig, parse_learning_rate
+from detviz.train.config import TrainConfig, parse_learning_rate, parse_numbers
 from detviz.train.engine import Callback, Cancelled, Progress, fit
 from detviz.train.lr_finder import find_lr
 from detviz.train.report import LIVE_STATES, LRFinderResult, RunState
@@ -84,12 +84,10 @@ def _learning_rate(text: str) -> float:
 
 
 def _numbers(text: str) -> tuple[float, ...]:
-    if not text:
-        return ()
     try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+        return parse_numbers(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 class TqdmCallback(Callback):
@@ -196,6 +194,7 @@ def _main(args: argparse.Namespace, owned: list[RunFolder]) -> int:
                 print(_suggestion_line(find_lr(prepare(config))))
                 return 0
             processes = start_processes(resolve_device(config.device))
+            config = config.with_inline_anchors()  # what the run folder stores, and trains on
             if processes.main:
                 run = RunFolder.create(config.out, config, config.name)
                 run.lock()

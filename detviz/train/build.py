@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from detviz import checks
-from detviz.anchors import PRESETS, make_anchors
+from detviz.anchors import make_anchors
 from detviz.data.spec import open_dataset
 from detviz.models import DETECTOR_KINDS, CheckpointError, ModelConfig, build_model, load_checkpoint
 from detviz.train.config import TrainConfig
@@ -108,14 +108,15 @@ def prepare(config: TrainConfig, processes: Processes | None = None) -> Setup:
         raise ValueError(
             f"--batch-size {config.batch_size} is larger than the training set ({len(train_index)} images)."
         )
-    anchors = PRESETS[config.anchor_preset()]
-    model_config = ModelConfig(
+    detector = config.model in DETECTOR_KINDS
+    model_config = ModelConfig(  # the resolved anchors and the coding travel in every checkpoint
         kind=config.model,
         backbone=config.backbone,
         class_names=tuple(train_index.classes),
         image_size=config.image_size,
-        anchors=anchors.to_dict() if config.model in DETECTOR_KINDS else None,
+        anchors=config.anchor_config().to_dict() if detector else None,
         dropout=config.dropout,
+        coding=config.coding,
     )
     model = build_model(model_config, pretrained=config.pretrained)
     if config.init_backbone:

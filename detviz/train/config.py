@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from detviz.anchors import PRESETS
+from detviz.anchors import PRESETS, AnchorConfig, load_anchor_config
+from detviz.boxes import CODINGS
 from detviz.checks import DEVICES
 from detviz.losses import CLASSIFICATIONS, NORMALIZATIONS
-from detviz.models import BACKBONES, MODEL_KINDS
+from detviz.models import BACKBONES, DETECTOR_KINDS, IMAGE_SIZES, MODEL_KINDS, ModelConfig
 
-CHOICES = {  # the settings that name one of a few things (anchors may also be "": the model's default)
+CHOICES = {  # the settings that name one of a few things (anchors may also be "", a file or JSON: anchor_config)
     "model": MODEL_KINDS,
     "backbone": BACKBONES,
     "anchors": tuple(PRESETS),
+    "coding": CODINGS,
     "loss": CLASSIFICATIONS,
     "normalization": NORMALIZATIONS,
 }
@@ -39,8 +42,11 @@ class TrainConfig:
     pretrained: bool = _opt(False, "ImageNet weights for a ResNet backbone (downloads once)")
     init_backbone: str = _opt("", "start the backbone from this detviz checkpoint's (e.g. checkpoints/demo_focal.pt)")
     anchors: str = _opt(
-        "", "anchor preset for SSD models ('': lesson_4x4 for ssd, lesson_multiscale for ssd-multiscale)"
+        "",
+        "anchors of SSD models: a preset, a .json file holding an AnchorConfig (the Anchors page's download) or "
+        "that JSON itself ('': lesson_4x4 for ssd, lesson_multiscale for ssd-multiscale)",
     )
+    coding: str = _opt("tanh", "tanh | variance: box coding of SSD models (the lesson's tanh offsets or SSD's)")
     loss: str = _opt("focal", "bce | focal: the SSD classification loss")
     alpha: float = _opt(0.25, "focal loss alpha")
     gamma: float = _opt(2.0, "focal loss gamma")
@@ -72,11 +78,10 @@ class TrainConfig:
         """Raises ValueError naming the first bad field and what is allowed."""
         for name, allowed in CHOICES.items():
             value = getattr(self, name)
-            if value not in allowed and not (name == "anchors" and value == ""):
-                default = " (or leave it out for the model's default)" if name == "anchors" else ""
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}{default}, got {value!r}."
-                )
+            if name == "anchors":
+                continue  # anchor_config() says what is wrong with them
+            if value not in allowed:
+                raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, got {value!r}.")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -108,16 +113,57 @@ class TrainConfig:
             raise ValueError("--pretrained and --init-backbone both start the backbone: choose one.")
         if self.pretrained and self.backbone == "small":
             raise ValueError("--pretrained needs a ResNet backbone; the small one trains from scratch.")
-        if self.model == "ssd" and len(PRESETS[self.anchor_preset()].grids) != 1:
-            raise ValueError(
-                f"--model ssd predicts on one grid; --anchors {self.anchors} has several (use ssd-multiscale)."
-            )
+        if self.model in DETECTOR_KINDS:
+            self._check_anchors()
         if self.freeze_epochs >= self.epochs:
             raise ValueError(f"--freeze-epochs ({self.freeze_epochs}) must be less than --epochs ({self.epochs}).")
 
-    def anchor_preset(self) -> str:
-        """The anchor preset the model uses (the model's default when none was given)."""
-        return self.anchors or ("lesson_4x4" if self.model == "ssd" else "lesson_multiscale")
+    def anchor_config(self) -> AnchorConfig:
+        """The anchors an SSD model of this config predicts from: the model's default preset
+        ("" ), a preset, JSON text (starting with "{") or a .json file holding an AnchorConfig.
+
+        Raises:
+            ValueError: "--anchors ..." naming the file and the field, or the presets.
+        """
+        value = self.anchors.strip()
+        if not value:
+            return PRESETS["lesson_4x4" if self.model == "ssd" else "lesson_multiscale"]
+        if value in PRESETS:
+            return PRESETS[value]
+        try:
+            if value.startswith("{"):
+                return AnchorConfig.from_json(value, "the anchors JSON")
+            if value.lower().endswith(".json") or os.path.isfile(value):
+                return load_anchor_config(value)
+        except ValueError as e:
+            raise ValueError(f"--anchors {e}") from None
+        raise ValueError(
+            f"--anchors must be one of {', '.join(PRESETS)} (or leave it out for the model's default), got "
+            f"{value!r:.80}; or give a .json file holding an AnchorConfig (the Anchors page downloads one)."
+        )
+
+    def _check_anchors(self) -> None:
+        """The anchors resolve, and the model can predict on them (the model's own checks: an
+        `ssd` model has one grid, every grid needs a feature map at least as fine)."""
+        anchors = self.anchor_config()
+        label = anchors_label(self.anchors) if self.anchors else f"(the {self.model} default)"
+        if self.model == "ssd" and len(anchors.grids) != 1:
+            raise ValueError(f"--model ssd predicts on one grid; --anchors {label} has several (use ssd-multiscale).")
+        if not IMAGE_SIZES[0] <= self.image_size <= IMAGE_SIZES[1]:
+            return  # the model refuses the size itself (prepare)
+        try:
+            ModelConfig(self.model, class_names=("object",), image_size=self.image_size, anchors=anchors.to_dict())
+        except ValueError as e:
+            raise ValueError(f"--anchors {label}: {str(e).removeprefix('anchors: ')}") from None
+
+    def with_inline_anchors(self) -> TrainConfig:
+        """The same config with anchors from a file replaced by their JSON text: what a run folder
+        stores, so that a resumed run trains on the anchors it started with, whatever becomes of
+        the file."""
+        value = self.anchors.strip()
+        if not value or value in PRESETS or value.startswith("{") or self.model not in DETECTOR_KINDS:
+            return self
+        return dataclasses.replace(self, anchors=self.anchor_config().to_json(indent=None))
 
     def divisors(self) -> tuple[float, float, float]:
         """Learning-rate divisors per layer group: given, or the lesson's (100, 10, 1) for a
@@ -167,6 +213,33 @@ def _typed(name: str, kind: str, value: Any) -> Any:
     if not ok:
         raise ValueError(f"setting {name!r} must be {_TYPE_NAMES[kind]}, got {value!r}.")
     return float(value) if kind == "float" else value
+
+
+def anchors_label(value: str) -> str:
+    """A short name for TrainConfig.anchors in tables: "default", the preset, the file's name,
+    or "custom JSON (N anchors)"."""
+    value = value.strip()
+    if not value:
+        return "default"
+    if value.startswith("{"):
+        try:
+            return f"custom JSON ({AnchorConfig.from_json(value).num_anchors:,} anchors)"
+        except ValueError:
+            return "custom JSON (not valid)"
+    return value if value in PRESETS else os.path.basename(value)
+
+
+def parse_numbers(text: str) -> tuple[float, ...]:
+    """Numbers typed with commas between them ("100, 10, 1"; "" is none): --lr-divisors.
+
+    Raises:
+        ValueError: a part that is not a number.
+    """
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        return tuple(float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"expected numbers separated by commas, got {text!r}") from None
 
 
 def cli_command(config: TrainConfig, gpus: int = 1) -> list[str]:

@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from detviz.train.config import TrainConfig
+from detviz.train.config import TrainConfig, anchors_label
 
 if TYPE_CHECKING:
     from detviz.train.runs import RunSummary
@@ -199,7 +199,7 @@ def state_sentence(state: str, status: RunStatus) -> str:
         best = f", best validation score {status.best:.4f}" if status.best is not None else ""
         return f"Finished in {format_duration(max(took, 0))}{best}."
     if state == RunState.CANCELLED:
-        return f"Cancelled at {where}; continue it with `python -m detviz.train --resume <its folder>`."
+        return f"Cancelled at {where}; continue it with Resume (or `python -m detviz.train --resume <its folder>`)."
     if state == RunState.FAILED:
         error = status.error or "its process ended without saying why (killed, or out of memory?)"
         return f"Failed: {error.rstrip('.')}. The end of its log is below."
@@ -227,7 +227,7 @@ def format_duration(seconds: float) -> str:
 
 
 def summary_row(run: RunSummary) -> dict[str, Any]:
-    """One row of the runs table: name, state, job, model, backbone, anchors, loss, epochs
+    """One row of the runs table: name, state, job, model, backbone, anchors, coding, loss, epochs
     (done / total), best validation score, device, created (a datetime)."""
     s, c = run.status, run.config
     ssd = str(c.get("model", "")).startswith("ssd")
@@ -237,7 +237,8 @@ def summary_row(run: RunSummary) -> dict[str, Any]:
         "job": "LR finder" if s.is_lr_find else "training",
         "model": c.get("model"),
         "backbone": str(c.get("backbone", "")) + (" (ImageNet)" if c.get("pretrained") else ""),
-        "anchors": (c.get("anchors") or "default") if ssd else "-",
+        "anchors": anchors_label(str(c.get("anchors") or "")) if ssd else "-",
+        "coding": c.get("coding", "tanh") if ssd else "-",
         "loss": c.get("loss") if ssd else "-",
         "epochs": "-" if s.is_lr_find else f"{s.epoch or 0} / {c.get('epochs')}",
         "best": s.best,

@@ -97,10 +97,15 @@ class RunFolder:
     def create(cls, root: str | Path, config: TrainConfig, name: str = "") -> RunFolder:
         """Makes a new run folder with config.json and a queued status.
 
+        Anchors from a file are stored as their JSON text (TrainConfig.with_inline_anchors): a
+        resumed run trains on the anchors it started with.
+
         Raises:
-            ValueError: the name is not a plain folder name, or the folder exists already.
+            ValueError: the name is not a plain folder name, the folder exists already, or the
+                anchors file cannot be read.
         """
         root = Path(root)
+        config = config.with_inline_anchors()
         if name and not NAME_PATTERN.match(name):
             raise ValueError(f"run name {name!r} must be letters, digits, '.', '_' or '-' (up to 100).")
         name = name or f"{datetime.now():%Y%m%d-%H%M%S}-{config.model}-{secrets.token_hex(3)}"
@@ -375,6 +380,13 @@ def launch(
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", *entry]
     else:
         command = [sys.executable, *entry]
+    _start(run, command)
+    return run.path
+
+
+def _start(run: RunFolder, command: list[str]) -> None:
+    """Starts `command` in a session of its own, its output appended to the run's train.log, and
+    records its pid."""
     with open(run.log_path, "ab") as log:
         proc = subprocess.Popen(
             command,
@@ -385,6 +397,44 @@ def launch(
             cwd=os.getcwd(),
         )
     run.write_status(pid=proc.pid, launched=time.time())
+
+
+RESUMABLE_STATES = (RunState.CANCELLED, RunState.FAILED)
+
+
+def resume_problems(path: str | Path) -> list[str]:
+    """Why the run in `path` cannot be resumed (`python -m detviz.train --resume`); [] when it can:
+    a training run (not a learning-rate finder job) that was cancelled or failed after saving
+    checkpoints/last.pt, with no process still using its folder."""
+    run = RunFolder(path)
+    if not run.exists():
+        return [f"{run.path}: not a run folder (no config.json)."]
+    state = run.state()
+    if run.read_status().is_lr_find:
+        return [f"{run.path.name} is a learning-rate finder job; launch a new one instead."]
+    if state not in RESUMABLE_STATES:
+        return [f"{run.path.name} is {state}; only a cancelled or failed run can be resumed."]
+    if not run.checkpoint("last").is_file():
+        return [f"{run.path.name} ended before its first checkpoint (no checkpoints/last.pt); launch it again."]
+    if run.locked():
+        return [f"{run.path.name}: a process is still using the run; wait for it to end."]
+    return []
+
+
+def resume(path: str | Path) -> Path:
+    """Continues a cancelled or failed run from its last checkpoint as its own process (`python -m
+    detviz.train --resume <folder>`, as from a terminal), one process; returns the folder at once.
+    The run is queued until that process takes it over.
+
+    Raises:
+        ValueError: see `resume_problems` (nothing is started).
+    """
+    problems = resume_problems(path)
+    if problems:
+        raise ValueError(problems[0])
+    run = RunFolder(path)
+    run.write_status(state=RunState.QUEUED, error="", cancel_requested=None, finished=None)
+    _start(run, [sys.executable, "-m", "detviz.train", "--resume", str(run.path)])
     return run.path
 
 

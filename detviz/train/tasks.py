@@ -74,6 +74,7 @@ class SSDTask(_ConfiguredTask):
             alpha=c.alpha,
             gamma=c.gamma,
             normalization=c.normalization,
+            coding=c.coding,
         )
         if c.normalization == "lesson" and self.world > 1:
             # the lesson's loss sums over images; DDP averages gradients over processes, so each
@@ -97,6 +98,7 @@ class SSDTask(_ConfiguredTask):
                 box_activations.float(),
                 self.anchors,
                 score_threshold=self.config.val_score_threshold,
+                coding=self.config.coding,
             )
             for i in range(batch.images.shape[0]):
                 v = batch.valid[i]

@@ -11,7 +11,8 @@
     scoring   Predictions' and Evaluate's headline mAP, training-split warning, A/B model B
               (imported by those pages as `from pages.ui import scoring`)
     access    classroom (read-only) mode: read_only(), the lock line, the handlers' refusal
-    run_actions  the Train page's launch / cancel / delete callbacks, each refusing when read-only
+    run_actions  the Train page's launch / resume / cancel / delete callbacks, each refusing when read-only
+    train_form  the Train page's form: TrainConfig fields as widgets, anchors and data choices, Launch
 
 The functions and constants pages call are re-exported here: `from pages import ui`, then
 `ui.current_index()`. A package rather than pages/ui.py: Streamlit lists every pages/*.py as a
@@ -53,6 +54,7 @@ from pages.ui.data import (
     dataset_sidebar,
     demo_dir,
     lesson_numbers,
+    own_picture,
     pick_picture,
 )
 from pages.ui.widgets import (
@@ -72,8 +74,9 @@ from pages.ui.widgets import (
 # The checkpoint and detector pickers load on first use (`ui.detector_of` works as the rest):
 # they import the training and inference code, and with it torchvision (seconds), which the
 # pages that only draw data never need.
-_MODELS = ("RUN_PREFIX", "UPLOAD", "backbone_sources", "checkpoint_picker", "detector_of", "fits_dataset", "model_error",
-           "run_checkpoints", "runs_dir", "shipped_checkpoints", "shipped_detectors")  # fmt: skip
+_MODELS = ("RUN_PREFIX", "UPLOAD", "backbone_sources", "checkpoint_picker", "detector_choices", "detector_of",
+           "fits_dataset", "model_error", "run_checkpoints", "runs_dir", "shipped_checkpoints",
+           "shipped_detectors")  # fmt: skip
 
 
 def __getattr__(name: str) -> object:
@@ -108,6 +111,7 @@ __all__ = [
     "data_roots",
     "dataset_sidebar",
     "demo_dir",
+    "detector_choices",
     "detector_of",
     "ensure_entrypoint",
     "fits_dataset",
@@ -119,6 +123,7 @@ __all__ = [
     "link_params",
     "lock_note",
     "model_error",
+    "own_picture",
     "pick_picture",
     "raw_outputs",
     "read_index",

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from detviz.anchors import AnchorConfig, Anchors, make_anchors
 from detviz.coverage import Coverage, anchor_coverage
-from detviz.data import DataError, DatasetIndex, ImageRecord, load_image
+from detviz.data import DataError, DatasetIndex, ImageRecord, image_from_bytes, load_image
 from detviz.data.spec import dataset_fingerprint, open_dataset
 from detviz.data.voc import file_stamp
 from detviz.figures import image_data_uri, render_thumbnail
@@ -69,6 +69,17 @@ def read_index(spec_text: str, split: str, fingerprint: tuple) -> DatasetIndex:
 @st.cache_resource(max_entries=64)
 def load_image_cached(path: str, width: int, height: int, stamp: tuple[int, int]) -> Image.Image:
     return load_image(path, (width, height))
+
+
+def uploaded_image(data: bytes, name: str) -> Image.Image:
+    """An uploaded image file's bytes as RGB (cached per content, so every rerun gets the same
+    object, as image_uri and raw_outputs expect). Raises DataError naming `name`."""
+    return _decoded_upload(hashlib.sha256(data).hexdigest(), name, data)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _decoded_upload(digest: str, name: str, _data: bytes) -> Image.Image:
+    return image_from_bytes(_data, name)
 
 
 def record_image(record: ImageRecord) -> Image.Image:

@@ -22,6 +22,8 @@ from detviz.data.spec import (
     dataset_splits,
     default_demo_dir,
 )
+from detviz.data.split import DEFAULT_VAL_FRACTION, make_splits
+from detviz.data.voc import ALL_SPLIT, list_voc_splits
 from detviz.matching import Match
 from pages.ui import access, cache, keys
 
@@ -145,14 +147,15 @@ def pick_split(spec: DatasetSpec, picker: Picker, container=st, label: str = "Sp
     the page shown: opened on Overview (train), then Predictions shows val.
 
     Raises:
-        NoDataset: the folder is missing or has no split files.
+        NoDataset: the folder is missing, or has neither split files nor Annotations/.
     """
     splits = dataset_splits(spec)
     if not splits:
         folder = Path(spec.path)
         if not folder.is_dir():
             raise NoDataset(f"{folder}: folder not found.")
-        raise NoDataset(f"{folder}: no split files in ImageSets/Main; add e.g. train.txt listing image ids.")
+        raise NoDataset(f"{folder}: no split files in ImageSets/Main and no Annotations/ folder; "
+                        "a VOC folder holds Annotations/ (one .xml per image) and JPEGImages/.")  # fmt: skip
     default = next((splits.index(s) for s in (prefer, "train") if s in splits), 0)
     key = picker.prefix + keys.SPLIT
     chosen = keys.SPLIT_CHOSEN + key
@@ -180,6 +183,8 @@ def dataset_sidebar(page: str = "") -> None:
         except (NoDataset, DataError) as e:
             st.session_state[keys.SELECTION] = e if isinstance(e, NoDataset) else NoDataset(str(e))
             return
+        if spec.kind == "voc" and not list_voc_splits(spec.path):
+            _offer_splits(Path(spec.path))
         if st.button("Reload from disk", icon=":material/refresh:", help="Read the annotation files again."):
             cache.read_index.clear()
             cache.load_image_cached.clear()
@@ -212,6 +217,33 @@ def _draw_demo(folder: Path) -> None:
     st.rerun()
 
 
+def _offer_splits(folder: Path, container=st) -> None:
+    """For a VOC folder without split files: says "all" holds every image, with a button that
+    writes train/val (as `python -m detviz.data.split` does); in classroom mode the lock line."""
+    container.caption(f"No split files in ImageSets/Main: the split {ALL_SPLIT!r} holds every annotated image.")
+    if access.read_only():
+        access.lock_note("making split files", container)
+    elif container.button("Make train/val splits", icon=":material/call_split:",
+                          help=f"Writes ImageSets/Main/train.txt and val.txt: {DEFAULT_VAL_FRACTION:.0%} of the "
+                          "images for val, stratified by class, seed 0."):  # fmt: skip
+        make_splits_in(folder)
+
+
+def make_splits_in(folder: Path) -> dict[str, list[str]] | None:
+    """The Make-splits button's handler: make_splits(folder) with the defaults; the splits written,
+    or None (refused in classroom mode, or the error shown)."""
+    if access.refuse_if_read_only("Making split files"):
+        return None
+    try:
+        splits = make_splits(folder, DEFAULT_VAL_FRACTION, seed=0)
+    except (DataError, OSError) as e:
+        st.error(f"Could not make the splits: {e}")
+        return None
+    st.toast(f"Wrote train.txt ({len(splits['train'])} images) and val.txt ({len(splits['val'])} images).")
+    st.rerun()
+    return splits
+
+
 def current_index() -> DatasetIndex | None:
     """The index of the dataset picked in the sidebar, or None (the reason is already shown)."""
     selection = st.session_state.get(keys.SELECTION)
@@ -239,6 +271,8 @@ def current_index() -> DatasetIndex | None:
 
 
 def _show_notes(index: DatasetIndex) -> None:
+    if index.class_note:
+        st.info(index.class_note, icon=":material/info:")
     if index.problems:
         st.error(f"{len(index.problems)} image(s) skipped: their annotation or image file is broken.")
         with st.expander("Broken files"):
@@ -273,6 +307,37 @@ class Picture:
     @property
     def normalized(self) -> torch.Tensor:
         return to_normalized_boxes(self.boxes, *self.image.size)
+
+
+OWN_IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff"]
+DATASET_IMAGE = "the dataset's image"  # the first choice of own_picture's selector
+
+
+def own_picture(classes: list[str]) -> Picture | None:
+    """An image of the user's own, uploaded, shown without ground truth (None: the dataset's image).
+
+    In classroom mode there is no uploader, only the lock line. A file that is no readable image
+    is named in st.error and the dataset's image is shown instead."""
+    with st.expander("Your own images (no ground truth)", expanded=bool(st.session_state.get(keys.IMAGE_UPLOAD))):
+        if access.read_only():
+            access.lock_note("uploading images", full=True)
+            return None
+        files = st.file_uploader("Images", type=OWN_IMAGE_TYPES, accept_multiple_files=True, key=keys.IMAGE_UPLOAD,
+                                 help="Seen by the model as any dataset image; nothing is stored.")  # fmt: skip
+        if not files:
+            return None
+        names = [f.name for f in files]
+        shown = st.selectbox("Show", [DATASET_IMAGE, *names], index=1, key=keys.OWN_IMAGE)
+    if shown == DATASET_IMAGE or shown not in names:
+        return None
+    upload = files[names.index(shown)]
+    try:
+        image = cache.uploaded_image(upload.getvalue(), upload.name)
+    except DataError as e:
+        st.error(f"{e} Showing the dataset's image instead.")
+        return None
+    empty = torch.zeros(0, dtype=torch.int64)
+    return Picture(upload.name, image, torch.zeros(0, 4), empty, empty.bool(), list(classes))
 
 
 @st.cache_resource

@@ -53,6 +53,8 @@ COL = "col"
 COMPARE = "compare"  # presets to compare coverage with
 SHOW_MATCHED = "anchors-matched"
 SHOW_WORST = "anchors-worst"
+ANCHORS_JSON = "anchors-json"  # the "download as JSON" button
+DESIGNED_ANCHORS = "_anchors_designed"  # session only: (name, AnchorConfig.to_dict()) the page shows last
 
 # --- Matching -----------------------------------------------------------------------------------
 STEP = "step"  # step of the rule
@@ -93,6 +95,8 @@ NMS_STEP = "nmsstep"  # Predictions: the NMS step shown
 DETECTIONS_CHART = "detections"  # Predictions: the clickable detections figure (also its file name)
 CANDIDATES = "candidates"  # Predictions: the candidates table, a row picks one
 SELECTED = "_prediction_candidate"  # Predictions: the candidate clicked or picked in the table
+IMAGE_UPLOAD = "image_upload"  # Predictions: images of the user's own, without ground truth
+OWN_IMAGE = "own_image"  # Predictions: which uploaded image is shown ("" : the dataset's)
 
 # --- Train --------------------------------------------------------------------------------------
 RUN = "run"  # the run watched
@@ -103,6 +107,7 @@ TRAIN_FORM = {  # TrainConfig field -> its widget's key in the form
     "pretrained": "train_pretrained",
     "init_backbone": "train_init",
     "anchors": "train_anchors",
+    "coding": "train_coding",
     "loss": "train_loss",
     "alpha": "train_alpha",
     "gamma": "train_gamma",
@@ -111,6 +116,9 @@ TRAIN_FORM = {  # TrainConfig field -> its widget's key in the form
     "batch_size": "train_batch",
     "image_size": "train_size",
     "freeze_epochs": "train_freeze",
+    "weight_decay": "train_wd",
+    "warmup": "train_warmup",
+    "lr_divisors": "train_lr_div",
     "augment": "train_augment",
     "max_steps": "train_max_steps",
     "seed": "train_seed",
@@ -126,6 +134,8 @@ TRAIN_COMPARE = "train_compare"
 TRAIN_DELETE = "train_delete"
 TRAIN_DELETE_SURE = "train_delete_sure"
 TRAIN_CANCEL = "train-cancel-"  # before a run's name: its Cancel button
+TRAIN_RESUME = "train-resume-"  # before a run's name: its Resume button
+TRAIN_ANCHORS_FILE = "train_anchors_file"  # the form's anchors JSON uploader (not in the URL)
 TRAIN_USE_RATE = "train-use-"  # before a finder run's name: its "use this rate" button
 TRAIN_NOTICE = "_train_notice"  # (level, text) left by a button's callback
 TRAIN_FOLLOWER = "_train_follower"  # the watched run's MetricsFollower

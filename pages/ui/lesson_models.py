@@ -15,6 +15,7 @@ from pages.ui import keys, ladder
 from pages.ui.cache import image_uri
 from pages.ui.data import Picture
 from pages.ui.models import checkpoint_dir
+from pages.ui.widgets import show_figure
 
 SIDE_HEIGHT = 400
 NMS_MODELS = ("lesson_multiscale_focal.pt", "lesson_multiscale_bce.pt", "lesson_4x4_bce.pt", "demo_focal.pt",
@@ -58,7 +59,7 @@ def compare_stage(picture: Picture, files: tuple[str, str], losses: bool) -> Non
             fig = detections_figure(picture.image, found.trace, detector.classes, show_suppressed=False,
                                     gt_boxes=picture.boxes, gt_labels=picture.labels, missed=~hit,
                                     height=SIDE_HEIGHT, encode=image_uri)  # fmt: skip
-            st.plotly_chart(fig, key=f"lesson-compare-{stage.file}")
+            show_figure(fig, f"lesson-compare-{stage.file}")
             if losses:
                 _loss_map(picture, detector, name, level)
     if len(maps) == 2 and None not in maps.values():
@@ -86,8 +87,8 @@ def _loss_map(picture: Picture, detector: Any, name: str, level: int) -> None:
     parts = loss_breakdown(details)
     easy = parts.easy_negative_cls / total if total > 0 else 0.0
     title = f"{name}: {loss} class loss by cell"
-    st.plotly_chart(loss_map_figure(picture.image, anchors, share, min(level, len(anchors.grids) - 1), title,
-                                    height=SIDE_HEIGHT, encode=image_uri), key=f"lesson-loss-{name}")  # fmt: skip
+    show_figure(loss_map_figure(picture.image, anchors, share, min(level, len(anchors.grids) - 1), title,
+                                height=SIDE_HEIGHT, encode=image_uri), f"lesson-loss-{name}")  # fmt: skip
     st.caption(f"Easy background anchors (p_t > 0.9, {parts.easy_negatives} of {len(anchors)}) carry "
                f"**{easy:.0%}** of its class loss on this image.")  # fmt: skip
 
@@ -105,8 +106,8 @@ def nms_stage(picture: Picture, text, figure) -> None:
         )
         if not present:
             st.info("No trained model is shipped (`make lesson-checkpoints`), so there are no predictions to show.")
-            figure.plotly_chart(ground_truth_figure(picture.image, picture.boxes, picture.labels, picture.classes,
-                                                    height=480, encode=image_uri), key="lesson-nms-figure")  # fmt: skip
+            show_figure(ground_truth_figure(picture.image, picture.boxes, picture.labels, picture.classes,
+                                            height=480, encode=image_uri), "lesson-nms-figure", figure)  # fmt: skip
             return
         name = st.selectbox("Model", present, key=keys.LESSON_NMS_MODEL,
                             help="The lesson's 189-anchor focal model first.")  # fmt: skip
@@ -126,8 +127,8 @@ def nms_stage(picture: Picture, text, figure) -> None:
         kept, gone = int((trace.status == KEPT).sum()), int((trace.status == SUPPRESSED).sum())
         st.markdown(f"**{len(trace.status)}** boxes score above {score:g}; NMS keeps **{kept}** and drops {gone}.")
     with figure:
-        st.plotly_chart(detections_figure(picture.image, trace, detector.classes, gt_boxes=picture.boxes,
-                                          height=480, encode=image_uri), key="lesson-nms-figure")  # fmt: skip
+        show_figure(detections_figure(picture.image, trace, detector.classes, gt_boxes=picture.boxes,
+                                      height=480, encode=image_uri), "lesson-nms-figure")  # fmt: skip
 
 
 def ladder_rows(metrics: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -156,8 +157,8 @@ def ladder_stage() -> None:
     table = ladder_rows(ladder.ladder_metrics())
     if table["detviz (demo val)"].isna().all():
         st.info("No ladder model is shipped yet (`make lesson-checkpoints` trains them): the table lists the stages.")
-    st.plotly_chart(ladder_figure(table["stage"].tolist(), [None if pd.isna(v) else float(v) for v in table["detviz (demo val)"]],
-                                  table["val metric"].tolist()), key="lesson-ladder")  # fmt: skip
+    show_figure(ladder_figure(table["stage"].tolist(), [None if pd.isna(v) else float(v) for v in table["detviz (demo val)"]],
+                              table["val metric"].tolist()), "lesson-ladder")  # fmt: skip
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"detviz (demo val)": st.column_config.NumberColumn(format="%.3f")})  # fmt: skip
     largest = LESSON_PRINTED["lesson_largest.pt"]

@@ -1,4 +1,4 @@
-"""The Train page's actions on run folders: launch, cancel, delete (its buttons' callbacks).
+"""The Train page's actions on run folders: launch, resume, cancel, delete (its buttons' callbacks).
 
 Each refuses first in classroom mode (access.refuse_if_read_only): the buttons are hidden then,
 and a crafted request that calls one anyway changes nothing on disk. A callback's outcome waits
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from detviz.train import RunFolder, TrainConfig, cancel, delete_run, launch
+from detviz.train import RunFolder, TrainConfig, cancel, delete_run, launch, resume
 from pages.ui import access, keys
 from pages.ui.models import runs_dir
 
@@ -30,6 +30,22 @@ def launch_run(config: TrainConfig, gpus: int, find_lr: bool) -> None:
     what = "Learning-rate finder" if find_lr else "Run"
     pid = RunFolder(path).read_status().pid or "?"
     st.session_state[keys.TRAIN_NOTICE] = ("success", f"{what} {path.name} started as process {pid}.")
+
+
+def resume_run(path: Path) -> None:
+    """Resume button's callback: continues a cancelled or failed run as its own process
+    (`python -m detviz.train --resume`), then shows it in Watch."""
+    if access.refuse_if_read_only("Resuming a run"):
+        return
+    try:
+        resume(path)
+    except (ValueError, OSError) as e:
+        st.session_state[keys.TRAIN_NOTICE] = ("error", f"Not resumed: {e}")
+        return
+    st.session_state[keys.RUN] = path.name
+    st.session_state[keys.TRAIN_VIEW] = "Watch"
+    pid = RunFolder(path).read_status().pid or "?"
+    st.session_state[keys.TRAIN_NOTICE] = ("success", f"Run {path.name} resumed as process {pid}.")
 
 
 def cancel_run(path: Path) -> None:

@@ -124,8 +124,9 @@ def _bound_widget_values() -> dict[str, object]:
 def show_figure(fig, name: str, container=st, **kwargs):
     """st.plotly_chart with the export a user expects: the camera icon saves a PNG named after
     the figure (2x scale), and a button below saves it as a standalone HTML file (plotly.js
-    inside, so it opens offline)."""
-    config = {"toImageButtonOptions": {"filename": name, "scale": 2}, "displaylogo": False}
+    inside, so it opens offline). `name` is the chart's key unless `key` is given; other keyword
+    arguments go to st.plotly_chart (on_select, selection_mode, ...), a `config` merged into ours."""
+    config = {"toImageButtonOptions": {"filename": name, "scale": 2}, "displaylogo": False} | kwargs.pop("config", {})
     result = container.plotly_chart(fig, key=kwargs.pop("key", name), config=config, **kwargs)
     container.download_button(
         "HTML", data=lambda: fig.to_html(include_plotlyjs=True, full_html=True), file_name=f"{name}.html",
