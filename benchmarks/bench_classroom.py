@@ -87,6 +87,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def browsers_cpu_seconds() -> float:
+    """utime + stime of every Chromium process running now, from /proc (the tabs' share of the cores)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        if "(chromium)" in text or "(chrome)" in text:
+            fields = text.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -120,7 +134,7 @@ def classroom(students: int, moves: int, demo: Path, work: Path) -> list[Row]:
         for tab in tabs:  # the shared live set: its progress fragment reruns each second until it is in
             tab.get_by_text("Live mAP@").first.wait_for(timeout=HUNG_SECONDS * 10 * 1000)
         time.sleep(2.0)  # the last fragment reruns and the NMS warm-up settle
-        cpu_before, reruns = cpu_seconds(proc.pid), 0
+        cpu_before, browsers_before, reruns = cpu_seconds(proc.pid), browsers_cpu_seconds(), 0
         for _ in range(moves):
             pressed = []
             for tab, done in zip(tabs, finished, strict=True):
@@ -139,6 +153,7 @@ def classroom(students: int, moves: int, demo: Path, work: Path) -> list[Row]:
                 move_times.append(ends[0] - start)
                 reruns += 1
         cpu = (cpu_seconds(proc.pid) - cpu_before) / max(reruns, 1)
+        browsers = (browsers_cpu_seconds() - browsers_before) / max(reruns, 1)
         exceptions = _exceptions(tabs)
         rss = peak_rss_mb(proc.pid)
         browser.close()
@@ -153,6 +168,7 @@ def classroom(students: int, moves: int, demo: Path, work: Path) -> list[Row]:
             "issue 15 goal" if ten else "reported"),
         Row(f"{n}: slider move max", max(move_times, default=float("nan")), "s", None, ""),
         Row(f"{n}: server CPU per rerun", cpu, "s", GOAL_CPU_PER_RERUN_S, f"issue 15 goal; {reruns} reruns"),
+        Row(f"{n}: browsers' CPU per rerun", browsers, "s", None, "the tabs' share of the same cores"),
         Row(f"{n}: exception boxes", exceptions, "", 0, "issue 15 goal"),
         Row(f"{n}: hung tabs (a move over {HUNG_SECONDS:.0f} s)", hung, "", 0, "issue 15 goal"),
         Row(f"{n}: server peak RSS", rss, "MB", None, "for reference"),

@@ -324,3 +324,50 @@ def test_lesson_walk_through_every_stage_and_the_ladder(page, server: str, shots
             page.get_by_role("button", name="Next").click()
             _settled(page)
     assert "stage=The+ladder" in page.url or "stage=The%20ladder" in page.url
+
+
+def test_faults_under_load_leave_every_other_session_its_own(chromium, server: str, demo_root: Path) -> None:
+    """A tab closed in the middle of a rerun and a broken checkpoint uploaded by another student
+    while a third moves a slider: the server keeps serving everyone and no session's choices
+    leak into another's.
+
+    Kills: module-level state standing for "the" session (an upload or image choice showing up
+    in another tab), a failed upload or a dropped connection taking the script runner or the
+    shared live set down (the others' reruns would never finish, or show an exception).
+    """
+    ids = read_voc(demo_root, "val").image_ids
+    contexts = [chromium.new_context(viewport={"width": 1200, "height": 900}) for _ in range(3)]
+    mover, uploader, leaver = (c.new_page() for c in contexts)
+    for tab, image in ((mover, ids[1]), (uploader, ids[2]), (leaver, ids[3])):
+        tab.goto(f"{server}/predictions?image={image}")
+    for tab in (mover, uploader, leaver):
+        _settled(tab, timeout=3 * WAIT_MS)
+        tab.get_by_text("Live mAP@").first.wait_for(timeout=3 * WAIT_MS)
+
+    leaver.get_by_role("slider", name="Score threshold").focus()
+    leaver.keyboard.press("ArrowRight")
+    contexts[2].close()  # the student leaves while the rerun runs
+
+    uploader.get_by_role("combobox", name="Checkpoint", exact=True).click()
+    uploader.get_by_role("option", name="upload a checkpoint…").click()
+    uploader.locator('[data-testid="stFileUploader"]').filter(has_text="Checkpoint file").locator(
+        "input[type=file]"
+    ).set_input_files(files=[{"name": "broken.pt", "mimeType": "application/octet-stream", "buffer": b"\x00" * 64}])
+    expect(uploader.get_by_text("broken.pt: not a PyTorch checkpoint")).to_have_count(1, timeout=WAIT_MS)
+
+    mover.get_by_role("slider", name="Score threshold").focus()
+    mover.keyboard.press("ArrowRight")
+    expect(mover).to_have_url(re.compile(r"score=0\.26"), timeout=WAIT_MS)
+    _settled(mover)
+    for tab, image in ((mover, ids[1]), (uploader, ids[2])):
+        _no_exception(tab)
+        expect(tab.get_by_role("combobox", name="Image", exact=True)).to_have_value(image)
+    expect(mover.get_by_role("combobox", name="Checkpoint", exact=True)).to_have_value("demo_focal.pt")
+    assert "score=" not in uploader.url  # the mover's threshold stayed the mover's
+    late = contexts[0].browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+    late.goto(f"{server}/predictions?image={ids[4]}")
+    _settled(late, timeout=3 * WAIT_MS)
+    _no_exception(late)
+    expect(late.get_by_text("Live mAP@").first).to_be_visible(timeout=WAIT_MS)
+    for context in (contexts[0], contexts[1], late.context):
+        context.close()

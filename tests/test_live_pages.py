@@ -547,6 +547,7 @@ def test_predictions_on_uploaded_images_without_ground_truth(shipped: Path, demo
         return len(det.boxes)
 
     assert not at.error and at.selectbox(key="own_image").value == "mine.jpg"
+    assert any(c.startswith(f"Showing mine.jpg ({photo.width} x {photo.height} px)") for c in texts(at.caption))
     shown = _metrics(at)
     assert int(shown["Detections"]) == expected(jpeg, "mine.jpg") and "True positives" not in shown
     assert not [t for t in at.get("plotly_chart") if "ground truth" in t.proto.spec or "missed object" in t.proto.spec]

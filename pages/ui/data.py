@@ -336,6 +336,8 @@ def own_picture(classes: list[str]) -> Picture | None:
     except DataError as e:
         st.error(f"{e} Showing the dataset's image instead.")
         return None
+    st.caption(f"Showing {upload.name} ({image.width} x {image.height} px), not the Image chosen above: without "
+               "ground truth its detections are coloured by class and not scored.")  # fmt: skip
     empty = torch.zeros(0, dtype=torch.int64)
     return Picture(upload.name, image, torch.zeros(0, 4), empty, empty.bool(), list(classes))
 
