@@ -36,7 +36,7 @@ from detviz.checks import (
     check_same_device,
     check_tensor,
 )
-from detviz.matching import DEFAULT_IOU_THRESHOLD, BatchMatch, match_batch, match_targets
+from detviz.matching import DEFAULT_IOU_THRESHOLD, BatchMatch, match_batch, match_positives, match_targets
 
 CLASSIFICATIONS = ("bce", "focal")
 NORMALIZATIONS = ("lesson", "num_positives")
@@ -154,9 +154,8 @@ def ssd_loss_details(
     coding: str = "tanh",
 ) -> SSDLossDetails:
     """The SSD loss with its per-anchor breakdown (arguments as `ssd_loss`)."""
-    match = _check_and_match(
-        class_logits, box_activations, gt_boxes, gt_labels, gt_valid, anchors, iou_threshold, normalization, coding
-    )
+    _check_inputs(class_logits, box_activations, gt_boxes, gt_labels, gt_valid, anchors, normalization, coding)
+    match = match_batch(gt_boxes, gt_valid, anchors.boxes, iou_threshold)
     num_classes = class_logits.shape[-1] - 1
     target_class, target_boxes = match_targets(match, gt_boxes, gt_labels, num_classes)
     positive = match.positive
@@ -292,12 +291,9 @@ def ssd_loss(
     Returns:
         {"loss", "loss_box", "loss_cls", "num_positives"}: scalars, loss = loss_box + loss_cls.
     """
-    match = _check_and_match(
-        class_logits, box_activations, gt_boxes, gt_labels, gt_valid, anchors, iou_threshold, normalization, coding
-    )
+    _check_inputs(class_logits, box_activations, gt_boxes, gt_labels, gt_valid, anchors, normalization, coding)
+    img, anchor, gt = match_positives(gt_boxes, gt_valid, anchors.boxes, iou_threshold)  # the P positive anchors
     num_classes = class_logits.shape[-1] - 1
-    img, anchor = torch.nonzero(match.positive, as_tuple=True)  # the P positive anchors of the batch
-    gt = match.best_gt[img, anchor]
     pred = decode_boxes(
         box_activations[img, anchor].float(),
         anchors.centers[anchor],
@@ -365,20 +361,19 @@ def _focal_negative(logits: Tensor, alpha: float, gamma: float) -> Tensor:
     return weight * F.softplus(logits) * (1 - alpha)
 
 
-def _check_and_match(
+def _check_inputs(
     class_logits: Tensor,
     box_activations: Tensor,
     gt_boxes: Tensor,
     gt_labels: Tensor,
     gt_valid: Tensor,
     anchors: Anchors,
-    iou_threshold: float,
     normalization: str,
     coding: str,
-) -> BatchMatch:
-    """The input preparation `ssd_loss` and `ssd_loss_details` share: checks their arguments
-    (shapes and dtypes first, then devices, then values, which need one device; then the
-    options) and matches the batch's ground truth to the anchors."""
+) -> None:
+    """The checks `ssd_loss` and `ssd_loss_details` share: shapes and dtypes first, then
+    devices, then values (which need one device), then the options; matching checks the
+    threshold."""
     check_tensor("class_logits", class_logits, ["B", len(anchors), "C+1"], floating=True)
     b, a, c1 = class_logits.shape
     if c1 < 2:
@@ -404,7 +399,6 @@ def _check_and_match(
     check_labels("gt_labels", gt_labels, c1 - 1, gt_valid)
     check_choice("normalization", normalization, NORMALIZATIONS)
     check_choice("coding", coding, CODINGS)
-    return match_batch(gt_boxes, gt_valid, anchors.boxes, iou_threshold)
 
 
 def largest_object_loss(

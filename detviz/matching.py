@@ -112,6 +112,60 @@ def match_batch(
         anchor_boxes: (A, 4) xyxy normalized, A >= 1.
         iou_threshold: in [0, 1].
     """
+    _check_batch(gt_boxes, gt_valid, anchor_boxes, iou_threshold)
+    b, g, _ = gt_boxes.shape
+    # pairwise_iou equals torchvision's box_iou bit for bit, and is much faster on big batches
+    iou = pairwise_iou(gt_boxes.reshape(-1, 4), anchor_boxes)
+    padding = torch.nonzero(~gt_valid.reshape(-1)).flatten()
+    iou = iou.index_fill_(0, padding, PADDING_IOU).view(b, g, anchor_boxes.shape[0])  # padding never wins a max
+    return _match(iou, gt_valid, iou_threshold)
+
+
+def match_positives(
+    gt_boxes: Tensor, gt_valid: Tensor, anchor_boxes: Tensor, iou_threshold: float = DEFAULT_IOU_THRESHOLD
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The positive anchors of a padded batch and their ground truths: `match_batch`'s
+    `positive` and `best_gt` (same rule, same ties), without its (B, G, A) tensors.
+
+    What a training loss needs, at a fraction of the cost: the IoU is computed for the valid
+    ground truths only (no padding rows), and each anchor's best ground truth is looked up
+    only where the anchor is positive.
+
+    Args: as `match_batch`.
+
+    Returns:
+        image, anchor, gt: (P,) int64 each; the P positive anchors of the batch in (image,
+        anchor) order and the ground truth (index into G) each is assigned to. P = 0 when the
+        batch has no objects.
+    """
+    _check_batch(gt_boxes, gt_valid, anchor_boxes, iou_threshold)
+    b, g, _ = gt_boxes.shape
+    a = anchor_boxes.shape[0]
+    row_image, row_gt = torch.nonzero(gt_valid, as_tuple=True)  # (V,) the valid ground truths, image by image
+    if row_image.numel() == 0:
+        return row_image, row_image.clone(), row_gt
+    iou = pairwise_iou(gt_boxes[row_image, row_gt], anchor_boxes)  # (V, A)
+    forced_anchor = _force_anchors(iou, row_image, torch.ones_like(row_image, dtype=torch.bool), b)  # (V,)
+    forced = forced_anchor >= 0
+    forced_row = torch.full((b * a,), NO_MATCH, dtype=torch.int64, device=iou.device)
+    forced_row[row_image[forced] * a + forced_anchor[forced]] = torch.nonzero(forced).flatten()
+    # step 1's best IoU per (image, anchor); 0 where an image has no objects, as in match_batch
+    argmax_iou = iou.new_zeros(b, a).scatter_reduce_(0, row_image[:, None].expand(-1, a), iou, "amax")
+    flat = torch.nonzero((argmax_iou.view(-1) > iou_threshold) | (forced_row >= 0)).flatten()  # (P,)
+    image, anchor = flat // a, flat % a
+    # step 1's ground truth of the positives: the first of their image's rows with the best IoU
+    count = torch.bincount(row_image, minlength=b)
+    first_row = torch.cumsum(count, 0) - count  # (B,) each image's first row in iou
+    k = torch.arange(g, device=iou.device)
+    rows = first_row[image, None] + k  # (P, G)
+    in_image = k < count[image, None]
+    candidates = iou[rows.clamp(max=iou.shape[0] - 1), anchor[:, None]].masked_fill(~in_image, PADDING_IOU)
+    best_row = first_row[image] + candidates.argmax(1)
+    best_row = torch.where(forced_row[flat] >= 0, forced_row[flat], best_row)  # a forced anchor keeps its forcer
+    return image, anchor, row_gt[best_row]
+
+
+def _check_batch(gt_boxes: Tensor, gt_valid: Tensor, anchor_boxes: Tensor, iou_threshold: float) -> None:
     check_tensor("gt_boxes", gt_boxes, ["B", "G", 4], floating=True)
     check_tensor("gt_valid", gt_valid, [gt_boxes.shape[0], gt_boxes.shape[1]])
     if gt_valid.dtype != torch.bool:
@@ -120,12 +174,6 @@ def match_batch(
     check_same_device(gt_boxes=gt_boxes, gt_valid=gt_valid, anchor_boxes=anchor_boxes)
     check_box_values("gt_boxes", gt_boxes)
     check_box_values("anchor_boxes", anchor_boxes)
-    b, g, _ = gt_boxes.shape
-    # pairwise_iou equals torchvision's box_iou bit for bit, and is much faster on big batches
-    iou = pairwise_iou(gt_boxes.reshape(-1, 4), anchor_boxes)
-    padding = torch.nonzero(~gt_valid.reshape(-1)).flatten()
-    iou = iou.index_fill_(0, padding, PADDING_IOU).view(b, g, anchor_boxes.shape[0])  # padding never wins a max
-    return _match(iou, gt_valid, iou_threshold)
 
 
 def _check_anchors_and_threshold(anchor_boxes: Tensor, iou_threshold: float) -> None:
@@ -151,7 +199,8 @@ def _match(iou: Tensor, gt_valid: Tensor, iou_threshold: float) -> BatchMatch:
         argmax_iou = torch.zeros(b, a, device=device)
 
     # step 2: a distinct forced anchor per ground truth
-    best_anchor = _force_anchors(iou, gt_valid)
+    image_of_row = torch.arange(b, device=device).repeat_interleave(g)
+    best_anchor = _force_anchors(iou.view(b * g, a), image_of_row, gt_valid.reshape(-1), b).view(b, g)
     forced_gt = torch.full((b, a), NO_MATCH, dtype=torch.int64, device=device)
     img, gt = torch.nonzero(best_anchor >= 0, as_tuple=True)
     forced_gt[img, best_anchor[img, gt]] = gt
@@ -180,42 +229,43 @@ def _match(iou: Tensor, gt_valid: Tensor, iou_threshold: float) -> BatchMatch:
     )
 
 
-def _force_anchors(iou: Tensor, valid: Tensor) -> Tensor:
-    """(B, G) the forced anchor of each valid ground truth, each anchor forced at most once.
+def _force_anchors(iou: Tensor, row_image: Tensor, pending: Tensor, num_images: int) -> Tensor:
+    """(R,) the forced anchor of each ground truth, each anchor forced at most once per image.
 
-    iou: (B, G, A), -1 on padding rows. valid: (B, G).
+    iou: (R, A), one row per ground truth, the rows of an image in ground-truth order.
+    row_image: (R,) each row's image, in 0 .. num_images - 1. pending: (R,) bool, the rows
+    that take part (not padding).
 
     One pass over all ground truths settles every one whose best anchor nobody else wants;
     only the losers of a conflict look again, among the anchors still free. The loop runs
     once per round of conflicts (usually none, rarely more than two), never once per image.
     """
-    b, g, a = iou.shape
+    r, a = iou.shape
     device = iou.device
-    best_anchor = torch.full((b, g), NO_MATCH, dtype=torch.int64, device=device)
-    if g == 0:
+    best_anchor = torch.full((r,), NO_MATCH, dtype=torch.int64, device=device)
+    if r == 0:
         return best_anchor
-    choice_iou, choice = iou.max(dim=2)  # (B, G); first anchor of equal IoUs
-    pending = valid & (choice_iou > 0)
-    taken = torch.zeros(b, a, dtype=torch.bool, device=device)
-    gt_index = torch.arange(g, device=device).expand(b, g)
+    choice_iou, choice = iou.max(dim=1)  # (R,); first anchor of equal IoUs
+    pending = pending & (choice_iou > 0)
+    taken = torch.zeros(num_images, a, dtype=torch.bool, device=device)
+    row_index = torch.arange(r, device=device)
     while bool(pending.any()):
+        key = row_image * a + choice  # (R,) the wanted (image, anchor), flattened
         score = torch.where(pending, choice_iou, -torch.inf)
-        top = torch.full((b, a), -torch.inf, device=device).scatter_reduce(1, choice, score, "amax")
-        contender = pending & (score == top.gather(1, choice))
-        first = torch.full((b, a), g, device=device, dtype=torch.int64)
-        first = first.scatter_reduce(1, choice, torch.where(contender, gt_index, g), "amin")
-        winner = contender & (gt_index == first.gather(1, choice))
+        top = torch.full((num_images * a,), -torch.inf, device=device).scatter_reduce(0, key, score, "amax")
+        contender = pending & (score == top[key])
+        first = torch.full((num_images * a,), r, device=device, dtype=torch.int64)
+        first = first.scatter_reduce(0, key, torch.where(contender, row_index, r), "amin")
+        winner = contender & (row_index == first[key])  # the highest IoU, then the lowest ground truth
         best_anchor = torch.where(winner, choice, best_anchor)
-        img, gt = torch.nonzero(winner, as_tuple=True)
-        taken[img, choice[img, gt]] = True
+        taken.view(-1)[key[winner]] = True
         pending &= ~winner
         if not bool(pending.any()):
             break
-        img, gt = torch.nonzero(pending, as_tuple=True)  # the losers choose again, among free anchors
-        again_iou, again = iou[img, gt].masked_fill(taken[img], _TAKEN).max(dim=1)
-        choice[img, gt], choice_iou[img, gt] = again, again_iou
-        no_overlap = again_iou <= 0  # every free anchor misses it (or none is left)
-        pending[img[no_overlap], gt[no_overlap]] = False
+        rows = torch.nonzero(pending).flatten()  # the losers choose again, among free anchors
+        again_iou, again = iou[rows].masked_fill(taken[row_image[rows]], _TAKEN).max(dim=1)
+        choice[rows], choice_iou[rows] = again, again_iou
+        pending[rows[again_iou <= 0]] = False  # every free anchor misses it (or none is left)
     return best_anchor
 
 

@@ -12,6 +12,7 @@ and equal to what a step-by-step greedy NMS would report.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -128,20 +129,23 @@ def find_candidates(
     cut = math.log(score_threshold / (1 - score_threshold)) if score_threshold > 0 else -math.inf
     flat = torch.nonzero((class_logits > cut).view(-1)).squeeze(1)  # positions in (B, A, C + 1), image-major
     flat = flat[flat % c1 != num_classes]  # the background column is not a class
-    cand_logits = class_logits.reshape(-1)[flat]
-    img, label, anchor = flat // (a * c1), flat % c1, (flat // c1) % a
 
-    # best first within each image (nonzero already grouped them by image), at most max_candidates
-    order = torch.argsort(cand_logits, descending=True, stable=True)
+    # best first within each image (nonzero already grouped them by image), at most max_candidates;
+    # only the flat positions and logits are reordered, the indices follow from the positions
+    cand_logits, order = torch.sort(class_logits.reshape(-1)[flat], descending=True, stable=True)
+    flat = flat[order]
     if b > 1:
-        order = order[torch.argsort(img[order], stable=True)]
-    img, anchor, label, cand_logits = img[order], anchor[order], label[order], cand_logits[order]
-    if img.numel() > max_candidates:
-        counts = torch.bincount(img, minlength=b)
-        within = _rank_in_image(img, counts) < max_candidates
-        img, anchor, label, cand_logits = img[within], anchor[within], label[within], cand_logits[within]
+        order = torch.argsort(flat // (a * c1), stable=True)
+        flat, cand_logits = flat[order], cand_logits[order]
+    if flat.numel() > max_candidates:
+        img = flat // (a * c1)
+        within = _rank_in_image(img, torch.bincount(img, minlength=b)) < max_candidates
+        flat, cand_logits = flat[within], cand_logits[within]
+    row, label = flat // c1, flat % c1  # row: image * A + anchor
+    img, anchor = row // a, row % a
 
-    act = box_activations[img, anchor].float()
+    # index_select, not [row]: indexing 1,000+ rows runs on parallel threads (see grouped_nms)
+    act = box_activations.reshape(-1, 4).index_select(0, row).float()
     boxes = decode_boxes(act, anchors.centers[anchor], anchors.sizes[anchor], anchors.cell_size[anchor], coding)
     if not bool(torch.isfinite(boxes).all()):
         raise ValueError("box_activations gives non-finite boxes (NaN or inf); the model's output is broken.")
@@ -163,6 +167,8 @@ def select(candidates: Candidates, nms_iou: float, max_detections: int) -> tuple
 
 def first_per_image(positions: Tensor, image: Tensor, num_images: int, limit: int) -> Tensor:
     """The first `limit` of `positions` (ascending, so grouped by image, best first) in each image."""
+    if num_images == 1:
+        return positions[:limit]
     counts = torch.bincount(image[positions], minlength=num_images)
     return positions[_rank_in_image(image[positions], counts) < limit]
 
@@ -175,26 +181,39 @@ def grouped_nms(boxes: Tensor, scores: Tensor, labels: Tensor, image: Tensor, nm
     candidates grouped by image and best first, that is still by image, best first).
 
     One batched_nms call compares every pair of its boxes in an O(n^2) C++ loop (or, past 1,000
-    boxes, loops over the groups in Python), so the groups are sent in chunks of about
-    NMS_CHUNK boxes: few calls, and no comparisons across far-apart groups.
+    boxes, loops over the groups in Python), so past 1.5 x NMS_CHUNK boxes the groups are sent in
+    chunks of about NMS_CHUNK boxes: few calls, and no comparisons across far-apart groups.
     """
     width = int(labels.max()) + 1 if labels.numel() else 1
     group = image * width + labels
-    if boxes.shape[0] <= NMS_CHUNK:
+    if boxes.shape[0] < NMS_CHUNK * 3 // 2:
         return torch.sort(_batched_nms(boxes, scores, group, nms_iou)).values
     order = torch.argsort(group, stable=True)  # groups together, each still best first
-    kept, start, stop = [], 0, 0
-    for count in torch.unique_consecutive(group[order], return_counts=True)[1].tolist():
-        if stop > start and stop - start + count > NMS_CHUNK:
-            kept.append(order[start:stop][_nms(boxes, scores, group, order[start:stop], nms_iou)])
-            start = stop
-        stop += count
-    kept.append(order[start:stop][_nms(boxes, scores, group, order[start:stop], nms_iou)])
+    bounds = _chunk_bounds(torch.unique_consecutive(group[order], return_counts=True)[1].tolist())
+    # one small gather per chunk, not one of everything: torch indexes 1,000+ rows on parallel
+    # threads, which costs milliseconds when the other core is busy (a server under load)
+    parts = [order[a:b] for a, b in itertools.pairwise(bounds)]
+    kept = [part[_batched_nms(boxes[part], scores[part], group[part], nms_iou)] for part in parts]
     return torch.sort(torch.cat(kept)).values
 
 
-def _nms(boxes: Tensor, scores: Tensor, group: Tensor, part: Tensor, nms_iou: float) -> Tensor:
-    return _batched_nms(boxes[part], scores[part], group[part], nms_iou)
+def _chunk_bounds(counts: list[int]) -> list[int]:
+    """Where to cut a run of groups of `counts` boxes into parts of about NMS_CHUNK boxes, never
+    inside a group. Returns the first position of each part, then the total: 0, ..., sum(counts).
+
+    round(total / NMS_CHUNK) parts of equal length L (3/4 to 5/4 NMS_CHUNK from 1.5 NMS_CHUNK
+    boxes on); a group joins the part its first box falls in, so a chunk is L give or take one
+    group, and there is no small last chunk (a batched_nms call costs some 50 us on CPU however
+    few its boxes).
+    """
+    total = sum(counts)
+    parts = max(1, round(total / NMS_CHUNK))
+    bounds, begin = [0], 0
+    for count in counts:
+        if begin * parts // total > bounds[-1] * parts // total:
+            bounds.append(begin)
+        begin += count
+    return [*bounds, total]
 
 
 def _batched_nms(boxes: Tensor, scores: Tensor, group: Tensor, nms_iou: float) -> Tensor:

@@ -11,7 +11,7 @@ from torchvision.ops import box_iou
 from benchmarks.reference_loss import force_anchors_one_image
 from detviz.anchors import PRESETS, make_anchors
 from detviz.boxes import pairwise_iou
-from detviz.matching import NO_MATCH, PADDING_IOU, match_anchors, match_batch, match_targets
+from detviz.matching import NO_MATCH, PADDING_IOU, match_anchors, match_batch, match_positives, match_targets
 
 # The lesson's image 7 (normalized [y1, x1, y2, x2], as printed) and its classes in VOC order.
 LESSON_GT_YX = [[0.6786, 0.4866, 0.9911, 0.6250], [0.7098, 0.0848, 0.9911, 0.5491], [0.5134, 0.8304, 0.6696, 0.9063]]
@@ -171,6 +171,23 @@ def test_matching_rule_invariants(batch) -> None:
         assert got == expected
         non_forced = ~bm.forced[i]
         assert torch.equal(bm.positive[i][non_forced], bm.best_iou[i][non_forced] > threshold)
+
+
+@settings(max_examples=150, deadline=None)
+@given(matched_batches())
+def test_match_positives_are_match_batchs_positives_and_ground_truths(batch) -> None:
+    gt, valid, anchors, threshold, bm = batch
+    image, anchor, gt_index = match_positives(gt, valid, anchors, threshold)
+    expected_image, expected_anchor = torch.nonzero(bm.positive, as_tuple=True)
+    assert torch.equal(image, expected_image) and torch.equal(anchor, expected_anchor)
+    assert torch.equal(gt_index, bm.best_gt[image, anchor])  # forced ones included
+
+
+def test_match_positives_of_a_batch_without_objects_are_empty() -> None:
+    anchors = make_anchors(PRESETS["lesson_4x4"]).boxes
+    for g in (0, 3):
+        image, anchor, gt_index = match_positives(torch.zeros(2, g, 4), torch.zeros(2, g, dtype=torch.bool), anchors)
+        assert image.shape == anchor.shape == gt_index.shape == (0,)
 
 
 @settings(max_examples=100, deadline=None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from hypothesis import assume, given, settings
@@ -11,7 +13,7 @@ from torchvision.ops import batched_nms, box_iou
 from detviz.anchors import PRESETS, make_anchors
 from detviz.boxes import activations_to_boxes
 from detviz.codes import NMSDecision
-from detviz.postprocess import grouped_nms, postprocess
+from detviz.postprocess import NMS_CHUNK, _chunk_bounds, grouped_nms, postprocess
 
 MULTI = make_anchors(PRESETS["lesson_multiscale"])
 C = 6
@@ -170,3 +172,17 @@ def test_grouped_nms_decides_each_group_as_if_it_were_alone() -> None:
         members = torch.nonzero(image * 3 + labels == g).squeeze(1)
         expected.append(members[nms(boxes[members].double(), scores[members].double(), 0.45)])
     assert torch.equal(kept, torch.sort(torch.cat(expected)).values)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 80), min_size=1, max_size=150))
+def test_chunk_bounds_cut_between_groups_into_parts_of_about_nms_chunk(counts: list[int]) -> None:
+    """Kills: a cut inside a group, an empty or repeated part, a small last part, parts far from NMS_CHUNK."""
+    bounds = _chunk_bounds(counts)
+    total, biggest = sum(counts), max(counts)
+    assert bounds[0] == 0 and bounds[-1] == total
+    assert set(bounds) <= set(itertools.accumulate(counts, initial=0))  # only where a group begins
+    sizes = [b - a for a, b in itertools.pairwise(bounds)]
+    assert all(size > 0 for size in sizes)
+    if total >= NMS_CHUNK * 3 // 2:
+        assert all(NMS_CHUNK * 3 / 4 - biggest < size < NMS_CHUNK * 5 / 4 + biggest for size in sizes)
