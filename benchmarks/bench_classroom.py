@@ -74,8 +74,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat").read_text())
 
 
 def browsers_cpu_seconds() -> float:
@@ -87,9 +86,14 @@ def browsers_cpu_seconds() -> float:
         except OSError:  # gone meanwhile
             continue
         if "(chromium)" in text or "(chrome)" in text:
-            fields = text.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            total += _stat_cpu_seconds(text)
     return total
+
+
+def _stat_cpu_seconds(stat: str) -> float:
+    """utime + stime in a /proc/<pid>/stat line (fields after the command name in brackets)."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -29,8 +29,10 @@ from torchvision.utils import draw_bounding_boxes
 from tqdm import tqdm
 
 from detviz.checks import check_positive_int, check_probability, resolve_device
+from detviz.cli import USAGE_ERROR, OneLineParser
 from detviz.data import DataError
 from detviz.data.images import load_image
+from detviz.evaluate.coco import coco_result
 from detviz.figures.style import class_color, text_color
 from detviz.inference import Detector, NonFiniteOutputs
 from detviz.models import CheckpointError
@@ -39,7 +41,7 @@ from detviz.postprocess import DEFAULT_MAX_DETECTIONS, DEFAULT_NMS_IOU, Detectio
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})  # compared lower-cased
 DEFAULT_SCORE = 0.3  # detections worth looking at on new images; the app's live pages start near it (0.25)
 DEFAULT_BATCH_SIZE = 16
-EXIT_OK, EXIT_SKIPPED, EXIT_FAILED = 0, 1, 2
+EXIT_OK, EXIT_SKIPPED, EXIT_FAILED = 0, 1, USAGE_ERROR  # usage errors and nothing done share a status
 
 
 class PredictionError(ValueError):
@@ -121,20 +123,9 @@ def result_rows(file_name: str, detections: Detections, classes: Sequence[str]) 
     Args:
         detections: boxes (N, 4) xyxy in the image's pixels (as `Detector.detect` gives them).
     """
-    rows = []
-    for (x1, y1, x2, y2), score, label in zip(
-        detections.boxes.tolist(), detections.scores.tolist(), detections.labels.tolist(), strict=True
-    ):
-        rows.append(
-            {
-                "file_name": file_name,
-                "category_name": classes[label],
-                "category_id": label + 1,
-                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                "score": round(score, 5),
-            }
-        )
-    return rows
+    found = zip(detections.boxes.tolist(), detections.scores.tolist(), detections.labels.tolist(), strict=True)
+    return [{"file_name": file_name, "category_name": classes[label], **coco_result(box, score, label + 1)}
+            for box, score, label in found]  # fmt: skip
 
 
 def draw_detections(image: Image.Image, detections: Detections, classes: Sequence[str]) -> Image.Image:
@@ -159,13 +150,8 @@ def draw_detections(image: Image.Image, detections: Detections, classes: Sequenc
     return TF.to_pil_image(drawn)
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:
-        self.exit(EXIT_FAILED, f"error: {message} (see --help)\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog="python -m detviz.predict",
         description="Detect objects in every image of a folder with a detviz SSD checkpoint.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -31,7 +31,7 @@ from detviz.figures import (
     pr_curves_figure,
     surface_figure,
 )
-from detviz.figures.report import SURFACE_NMS, SURFACE_SCORES
+from detviz.figures.report import MAP_METHOD, SURFACE_NMS, SURFACE_SCORES
 from pages import ui
 from pages.ui import keys, scoring
 from pages.ui.live import live_set
@@ -276,7 +276,7 @@ def _audit(key, live, nms, max_dets) -> None:
 
 @st.cache_resource(max_entries=8, show_spinner="Scoring every pair of thresholds…")
 def _surface_values(key: tuple, _live, max_dets: int, eval_iou: float):
-    return _live.sweep.surface(SURFACE_SCORES, SURFACE_NMS, max_dets, eval_iou, scoring.MAP_METHOD)
+    return _live.sweep.surface(SURFACE_SCORES, SURFACE_NMS, max_dets, eval_iou, MAP_METHOD)
 
 
 def _surface(key, live, score, nms, max_dets, eval_iou) -> None:

@@ -14,6 +14,7 @@ from detviz.codes import DETECTION_OUTCOMES, NMSDecision, Outcome
 from detviz.evaluate import coco_results, compare_image, mean_ap, scale_flat, voc_map
 from detviz.explain import clicked_anchor, nms_decision, nms_decision_label, trace_of_classes
 from detviz.figures import class_scores_figure, detections_figure, pr_curves_figure
+from detviz.figures.report import MAP_METHOD
 from detviz.inference import NonFiniteOutputs, to_pixels
 from detviz.postprocess import postprocess
 from pages import ui
@@ -207,7 +208,7 @@ def _live_result(path, limit, thresholds, name=None):
     live = live_set(path, limit, name)
     if live is None:
         return None
-    return live, live.sweep.evaluate(score, nms, max_dets, eval_iou, scoring.MAP_METHOD)
+    return live, live.sweep.evaluate(score, nms, max_dets, eval_iou, MAP_METHOD)
 
 
 def _live_map(path, limit, score, nms, max_dets, eval_iou, only, classes) -> None:
@@ -215,7 +216,7 @@ def _live_map(path, limit, score, nms, max_dets, eval_iou, only, classes) -> Non
     if found is None:
         return
     live, result = found
-    reference = live.sweep.evaluate(LIVE_FLOOR, 0.45, 100, eval_iou, scoring.MAP_METHOD)
+    reference = live.sweep.evaluate(LIVE_FLOOR, 0.45, 100, eval_iou, MAP_METHOD)
     chosen = only or list(range(len(classes)))
     value, base = mean_ap(result.ap, chosen), mean_ap(reference.ap, chosen)
     st.metric(

@@ -13,6 +13,7 @@ from typing import Any
 from tqdm import tqdm
 
 from detviz.checks import resolve_device
+from detviz.cli import OneLineParser
 from detviz.data import DataError
 from detviz.data.spec import open_dataset
 from detviz.evaluate.coco import COCO_STAT_NAMES, coco_map, coco_results
@@ -25,10 +26,6 @@ from detviz.models import CheckpointError, compatibility_problems
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI with these arguments (sys.argv when None); returns the exit status."""
-
-    class OneLineParser(argparse.ArgumentParser):
-        def error(self, message: str) -> Any:
-            self.exit(2, f"error: {message} (see --help)\n")
 
     parser = OneLineParser(
         prog="python -m detviz.evaluate",

@@ -346,13 +346,16 @@ def coco_results(detections: Sequence[Any], index: Any) -> list[dict[str, Any]]:
     for det, image_id in zip(detections, index.image_ids, strict=True):
         key: int | str = int(image_id) if str(image_id).isdigit() else image_id
         for box, score, label in zip(det.boxes.tolist(), det.scores.tolist(), det.labels.tolist(), strict=True):
-            x1, y1, x2, y2 = box
-            out.append(
-                {
-                    "image_id": key,
-                    "category_id": int(categories[label]),
-                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                    "score": round(score, 5),
-                }
-            )
+            out.append({"image_id": key, **coco_result(box, score, int(categories[label]))})
     return out
+
+
+def coco_result(box: Sequence[float], score: float, category_id: int) -> dict[str, Any]:
+    """One detection as COCO results write it: category_id, bbox [x, y, w, h] from a pixel xyxy
+    box (to 0.01 px) and score (to 1e-5)."""
+    x1, y1, x2, y2 = box
+    return {
+        "category_id": category_id,
+        "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+        "score": round(score, 5),
+    }

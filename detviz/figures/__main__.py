@@ -16,7 +16,6 @@ import argparse
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Any
 
 import plotly.graph_objects as go
 from tqdm import tqdm
@@ -24,6 +23,7 @@ from tqdm import tqdm
 from detviz.anchors import PRESETS, AnchorConfig, load_anchor_config
 from detviz.boxes import to_normalized_boxes
 from detviz.checks import check_positive_int, resolve_device
+from detviz.cli import OneLineParser
 from detviz.data import DataError, DatasetIndex
 from detviz.data.images import load_image
 from detviz.data.spec import open_dataset
@@ -47,14 +47,9 @@ DEFAULT_ANCHORS = "lesson_multiscale"  # the Anchors page's first choice
 PNG_SCALE = 2  # as the app's camera button saves them
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="python -m detviz.figures", description="Write detviz figures to files.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    parser = OneLineParser(prog="python -m detviz.figures", description="Write detviz figures to files.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     export = commands.add_parser(
         "export",
         help="write a page's figures as HTML (and PNG where kaleido is installed)",

@@ -31,19 +31,29 @@ from detviz.figures.evaluation import (
 from detviz.figures.image import ImageEncoder, image_data_uri
 from detviz.figures.losses import loss_curves_figure, loss_map_figure, loss_share_figure, p_t_histogram
 from detviz.inference import Detector
-from detviz.losses import LossBreakdown, SSDLossDetails, loss_breakdown, loss_curve, ssd_loss_details
+from detviz.losses import (
+    FOCAL_ALPHA,
+    FOCAL_GAMMA,
+    LossBreakdown,
+    SSDLossDetails,
+    loss_breakdown,
+    loss_curve,
+    ssd_loss_details,
+)
 from detviz.matching import DEFAULT_IOU_THRESHOLD, match_anchors
 from detviz.postprocess import DEFAULT_MAX_DETECTIONS, DEFAULT_NMS_IOU
 
 PAGES = ("evaluate", "losses", "anchors")  # the pages `python -m detviz.figures export` knows
 OTHER_GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)  # RetinaNet's figure 1
-DEFAULT_ALPHA, DEFAULT_GAMMA = 0.25, 2.0  # RetinaNet's best pair; the Losses page's defaults
+DEFAULT_ALPHA, DEFAULT_GAMMA = FOCAL_ALPHA, FOCAL_GAMMA  # RetinaNet's best pair; the Losses page's defaults
 LOSS_VIEWS = ("class loss", "box loss", "class + box")  # what a loss map shows; URL values of ?lossview=
 # The threshold surface's grid: the Evaluate page's and the report's
 SURFACE_SCORES = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
 SURFACE_NMS = (0.3, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 EVALUATE_SCORE, EVALUATE_IOU = 0.01, 0.5  # the Evaluate page's defaults: nearly every detection, VOC's IoU
-MAP_METHOD = "all"  # VOC all-point AP: the headline of the Evaluate page and of the training runs
+MAP_METHOD = (
+    "all"  # VOC all-point AP (VOC2010+): the headline mAP of Predictions, Evaluate, the model card and the runs
+)
 COVERAGE_THRESHOLD = 0.5  # the Anchors page's default matching IoU
 
 

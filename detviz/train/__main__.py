@@ -21,6 +21,7 @@ from typing import NoReturn
 from tqdm import tqdm
 
 from detviz.checkpoints import CheckpointError
+from detviz.cli import OneLineParser
 from detviz.data import DataError
 from detviz.train.build import TrainingError, prepare, resolve_device, start_processes
 from detviz.train.config import TrainConfig, parse_learning_rate, parse_numbers
@@ -30,11 +31,6 @@ from detviz.train.report import LIVE_STATES, LRFinderResult, RunState
 from detviz.train.runs import RunFolder
 
 EXPECTED_ERRORS = (ValueError, TrainingError, DataError, CheckpointError, RuntimeError, OSError)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

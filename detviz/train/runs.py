@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from detviz.data.voc import file_stamp
 from detviz.train.config import TrainConfig
 from detviz.train.report import LIVE_STATES, LR_FIND, LRFinderResult, RunState, RunStatus
 
@@ -564,16 +565,12 @@ def init_backbone_problems(config: TrainConfig) -> list[str]:
     every rerun (for the run and for the learning-rate finder): the answer is kept per file stamp."""
     if not config.init_backbone:
         return []
-    try:
-        info = os.stat(config.init_backbone)
-        stamp = (info.st_mtime_ns, info.st_size)
-    except OSError:
-        stamp = None  # missing: the checkpoint reader says so
+    stamp = file_stamp(Path(config.init_backbone))  # (-1, -1) when missing: the checkpoint reader says so
     return list(_init_backbone_problems(config.init_backbone, stamp, config.backbone))
 
 
 @functools.lru_cache(maxsize=16)
-def _init_backbone_problems(path: str, stamp: tuple[int, int] | None, backbone: str) -> tuple[str, ...]:
+def _init_backbone_problems(path: str, stamp: tuple[int, int], backbone: str) -> tuple[str, ...]:
     from detviz.checkpoints import CheckpointError, compatibility_problems, load_checkpoint
 
     try:

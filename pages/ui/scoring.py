@@ -20,9 +20,6 @@ from pages.ui.models import UPLOAD, detector_choices, load_detector, not_a_detec
 if TYPE_CHECKING:
     from detviz.inference import Detector
 
-# The headline mAP of both pages: VOC all-point AP (the VOC2010+ devkit's), what the model card and
-# the training runs report as val_map; the Metric audit tab still shows the other definitions.
-MAP_METHOD = "all"
 NO_COMPARISON = "none"  # ?ckpt_b=none, the default: no model B
 
 
