@@ -50,18 +50,24 @@ def pairwise_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         from torchvision.ops import box_iou  # see _box_convert
 
         return box_iou(boxes1, boxes2)
-    out = torch.empty(boxes1.shape[0], boxes2.shape[0], dtype=boxes1.dtype, device=boxes1.device)
+    n, m = boxes1.shape[0], boxes2.shape[0]
+    out = torch.empty(n, m, dtype=boxes1.dtype, device=boxes1.device)
     bx1, by1, bx2, by2 = (boxes2[:, i].contiguous() for i in range(4))
     area2 = (bx2 - bx1) * (by2 - by1)
     area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    rows = max(1, IOU_BLOCK_ELEMENTS // max(1, boxes2.shape[0]))
-    for start in range(0, boxes1.shape[0], rows):  # blocks keep the temporaries in cache
-        a = boxes1[start : start + rows]
-        iw = torch.minimum(a[:, 2:3], bx2).sub_(torch.maximum(a[:, 0:1], bx1)).clamp_(min=0)
-        ih = torch.minimum(a[:, 3:4], by2).sub_(torch.maximum(a[:, 1:2], by1)).clamp_(min=0)
+    ax1, ay1, ax2, ay2 = (boxes1[:, i : i + 1] for i in range(4))  # (N, 1) each
+    rows = max(1, min(n, IOU_BLOCK_ELEMENTS // max(1, m)))
+    # two scratch blocks, reused: a fresh temporary per operation costs more than the operation
+    scratch_w, scratch_h = (torch.empty(rows, m, dtype=out.dtype, device=out.device) for _ in range(2))
+    for start in range(0, n, rows):  # blocks keep the temporaries in cache
+        block = slice(start, start + rows)
+        o = out[block]
+        w, h = scratch_w[: o.shape[0]], scratch_h[: o.shape[0]]
+        iw = torch.minimum(ax2[block], bx2, out=w).sub_(torch.maximum(ax1[block], bx1, out=h)).clamp_(min=0)
+        ih = torch.minimum(ay2[block], by2, out=h).sub_(torch.maximum(ay1[block], by1, out=o)).clamp_(min=0)
         inter = iw.mul_(ih)
-        union = (area1[start : start + rows, None] + area2).sub_(inter)
-        torch.div(inter, union, out=out[start : start + rows])
+        union = torch.add(area1[block, None], area2, out=h).sub_(inter)
+        torch.div(inter, union, out=o)
     return out
 
 

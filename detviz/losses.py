@@ -19,7 +19,6 @@ anchor in the whole batch the box loss is 0, never NaN.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -334,24 +333,42 @@ def class_loss_sum(
     """
     check_choice("classification", classification, CLASSIFICATIONS)
     num_classes = class_logits.shape[-1] - 1
-    x_pos = class_logits[pos_image, pos_anchor, pos_label].float()
-    # the loss of an element whose target is 0: BCE(x, 0) = softplus(x), or (1 - alpha) p^gamma BCE(x, 0)
-    negative = F.softplus if classification == "bce" else partial(_focal_negative, alpha=alpha, gamma=gamma)
     # The element function runs over blocks of whole contiguous rows (the background column is
-    # taken off after): on a CPU, one pass over a (64, 8732, 21) tensor spends most of its time
-    # allocating and page-faulting temporaries of that size, while 1 MB blocks are reused from
-    # the cache; about 4x faster for focal loss, and the same on a GPU.
+    # left out of the block's sum): on a CPU, one pass over a (64, 8732, 21) tensor spends most
+    # of its time allocating and page-faulting temporaries of that size, while 1 MB blocks are
+    # reused from the cache; about 4x faster for focal loss, and the same on a GPU.
     rows = class_logits.reshape(-1, num_classes + 1)
     step = max(1, LOSS_BLOCK_ELEMENTS // (num_classes + 1))
+    if classification == "bce":
+        # a block's flattened elements: 1 for a class, 0 for the background column; a dot
+        # product with it sums the classes faster than subtracting a strided column after
+        is_class = torch.ones(min(step, rows.shape[0]), num_classes + 1, dtype=torch.float32, device=rows.device)
+        is_class[:, num_classes] = 0
+        is_class = is_class.flatten()
     total = class_logits.new_zeros((), dtype=torch.float32)
     for start in range(0, rows.shape[0], step):
-        out = negative(rows[start : start + step].float())
-        total = total + (out.sum() - out[:, num_classes].sum())
+        block = rows[start : start + step].float()
+        if classification == "bce":
+            total = total + torch.dot(F.softplus(block).flatten(), is_class[: block.numel()])
+        else:
+            total = total + _focal_negative_sum(block, gamma)
+    x_pos = class_logits[pos_image, pos_anchor, pos_label].float()
     if classification == "bce":
         return total - x_pos.sum()  # BCE(x, 1) = BCE(x, 0) - x
     p_pos = torch.sigmoid(x_pos)
     as_positive = alpha * (1 - p_pos).pow(gamma) * F.softplus(-x_pos)  # alpha (1 - p)^gamma BCE(x, 1)
-    return total - negative(x_pos).sum() + as_positive.sum()
+    return total * (1 - alpha) - _focal_negative(x_pos, alpha, gamma).sum() + as_positive.sum()
+
+
+def _focal_negative_sum(logits: Tensor, gamma: float) -> Tensor:
+    """Sum over (N, C + 1) logits, background column left out, of sigmoid(x)^gamma softplus(x):
+    the focal loss of target-0 elements without the constant (1 - alpha), which the caller
+    multiplies the total by once. Dot products sum the products without writing them out."""
+    num_classes = logits.shape[1] - 1
+    p = torch.sigmoid(logits)
+    weight = p * p if gamma == 2.0 else p.pow(gamma)
+    loss = F.softplus(logits)
+    return torch.dot(weight.flatten(), loss.flatten()) - torch.dot(weight[:, num_classes], loss[:, num_classes])
 
 
 def _focal_negative(logits: Tensor, alpha: float, gamma: float) -> Tensor:

@@ -37,6 +37,8 @@ DEFAULT_IOU_THRESHOLD = 0.4  # the lesson's ssd_1_loss: positive when IoU > 0.4
 NO_MATCH = -1  # index used when there is nothing to point at
 PADDING_IOU = -1.0  # IoU stored for padding rows of a batch: below every real IoU
 _TAKEN = -2.0  # below any IoU: marks an anchor already forced
+_FORCED = 2.0  # above any IoU and threshold: marks a forced anchor positive
+_MAX_CHUNK = 128  # columns per chunk in _first_max
 
 
 @dataclass(frozen=True)
@@ -146,22 +148,23 @@ def match_positives(
         return row_image, row_image.clone(), row_gt
     iou = pairwise_iou(gt_boxes[row_image, row_gt], anchor_boxes)  # (V, A)
     forced_anchor = _force_anchors(iou, row_image, torch.ones_like(row_image, dtype=torch.bool), b)  # (V,)
-    forced = forced_anchor >= 0
-    forced_row = torch.full((b * a,), NO_MATCH, dtype=torch.int64, device=iou.device)
-    forced_row[row_image[forced] * a + forced_anchor[forced]] = torch.nonzero(forced).flatten()
+    forced_row = torch.nonzero(forced_anchor >= 0).flatten()  # (F,) the rows that forced an anchor
+    forced_key = row_image[forced_row] * a + forced_anchor[forced_row]  # (F,) distinct (image, anchor), flattened
     # step 1's best IoU per (image, anchor); 0 where an image has no objects, as in match_batch
-    argmax_iou = iou.new_zeros(b, a).scatter_reduce_(0, row_image[:, None].expand(-1, a), iou, "amax")
-    flat = torch.nonzero((argmax_iou.view(-1) > iou_threshold) | (forced_row >= 0)).flatten()  # (P,)
-    image, anchor = flat // a, flat % a
+    best_iou = iou.new_zeros(b, a).scatter_reduce_(0, row_image[:, None].expand(-1, a), iou, "amax")  # (B, A)
+    best_iou.view(-1)[forced_key] = _FORCED  # a forced anchor is positive whatever its IoU
+    image, anchor = torch.nonzero(best_iou > iou_threshold, as_tuple=True)  # (P,) each, in (image, anchor) order
     # step 1's ground truth of the positives: the first of their image's rows with the best IoU
     count = torch.bincount(row_image, minlength=b)
     first_row = torch.cumsum(count, 0) - count  # (B,) each image's first row in iou
-    k = torch.arange(g, device=iou.device)
-    rows = first_row[image, None] + k  # (P, G)
-    in_image = k < count[image, None]
-    candidates = iou[rows.clamp(max=iou.shape[0] - 1), anchor[:, None]].masked_fill(~in_image, PADDING_IOU)
-    best_row = first_row[image] + candidates.argmax(1)
-    best_row = torch.where(forced_row[flat] >= 0, forced_row[flat], best_row)  # a forced anchor keeps its forcer
+    start = first_row[image]  # (P,)
+    # (P, G) flat indices into iou of the image's rows at the anchor; past its last row they
+    # repeat that row, after every real one, so the first maximum is still the right one
+    offset = torch.minimum(torch.arange(g, device=iou.device) * a, ((count[image] - 1) * a)[:, None])
+    at = (start * a + anchor)[:, None] + offset
+    candidates = iou.view(-1).index_select(0, at.view(-1)).view(at.shape)
+    best_row = start + candidates.max(dim=1).indices
+    best_row[torch.searchsorted(image * a + anchor, forced_key)] = forced_row  # a forced anchor keeps its forcer
     return image, anchor, row_gt[best_row]
 
 
@@ -245,28 +248,51 @@ def _force_anchors(iou: Tensor, row_image: Tensor, pending: Tensor, num_images: 
     best_anchor = torch.full((r,), NO_MATCH, dtype=torch.int64, device=device)
     if r == 0:
         return best_anchor
-    choice_iou, choice = iou.max(dim=1)  # (R,); first anchor of equal IoUs
-    pending = pending & (choice_iou > 0)
+    choice_iou, choice = _first_max(iou)  # (R,); first anchor of equal IoUs
+    rows = torch.nonzero(pending & (choice_iou > 0)).flatten()  # (R',) the rows still choosing
     taken = torch.zeros(num_images, a, dtype=torch.bool, device=device)
-    row_index = torch.arange(r, device=device)
-    while bool(pending.any()):
-        key = row_image * a + choice  # (R,) the wanted (image, anchor), flattened
-        score = torch.where(pending, choice_iou, -torch.inf)
-        top = torch.full((num_images * a,), -torch.inf, device=device).scatter_reduce(0, key, score, "amax")
-        contender = pending & (score == top[key])
-        first = torch.full((num_images * a,), r, device=device, dtype=torch.int64)
-        first = first.scatter_reduce(0, key, torch.where(contender, row_index, r), "amin")
-        winner = contender & (row_index == first[key])  # the highest IoU, then the lowest ground truth
-        best_anchor = torch.where(winner, choice, best_anchor)
+    while rows.numel() > 0:
+        # conflicts are settled among the R' rows only: their wanted (image, anchor) keys are
+        # numbered 0 .. K-1, so a round scans no (num_images, A) tensor
+        key = row_image[rows] * a + choice[rows]  # (R',) the wanted (image, anchor), flattened
+        wanted, group = torch.unique(key, return_inverse=True)  # (K,), (R',)
+        score = choice_iou[rows]
+        top = score.new_full(wanted.shape, -torch.inf).scatter_reduce(0, group, score, "amax")
+        contender = score == top[group]
+        first = torch.full(wanted.shape, r, dtype=torch.int64, device=device)
+        first = first.scatter_reduce(0, group, torch.where(contender, rows, r), "amin")
+        winner = contender & (rows == first[group])  # the highest IoU, then the lowest ground truth
+        best_anchor[rows[winner]] = choice[rows[winner]]
         taken.view(-1)[key[winner]] = True
-        pending &= ~winner
-        if not bool(pending.any()):
+        rows = rows[~winner]  # the losers choose again, among free anchors
+        if rows.numel() == 0:
             break
-        rows = torch.nonzero(pending).flatten()  # the losers choose again, among free anchors
         again_iou, again = iou[rows].masked_fill(taken[row_image[rows]], _TAKEN).max(dim=1)
         choice[rows], choice_iou[rows] = again, again_iou
-        pending[rows[again_iou <= 0]] = False  # every free anchor misses it (or none is left)
+        rows = rows[again_iou > 0]  # a row every free anchor misses (or with none left) stops
     return best_anchor
+
+
+def _first_max(values: Tensor) -> tuple[Tensor, Tensor]:
+    """`values.max(dim=1)` of an (R, N) tensor: each row's maximum and the index of its first
+    occurrence (unspecified for a row holding NaN, whose maximum is NaN).
+
+    On a CPU, max with indices is a slow scalar reduction, while amax is vectorised: the maxima
+    of chunks of each row come first (amax), then max with indices runs over the one chunk per
+    row that holds the row's first maximum; about 1.7x faster for 650 x 8,732 IoUs.
+    """
+    r, n = values.shape
+    if n < 2 * _MAX_CHUNK:
+        return values.max(dim=1)
+    whole = n // _MAX_CHUNK * _MAX_CHUNK
+    chunk_max = values[:, :whole].view(r, whole // _MAX_CHUNK, _MAX_CHUNK).amax(2)  # (R, n // chunk)
+    if whole < n:
+        chunk_max = torch.cat([chunk_max, values[:, whole:].amax(1, keepdim=True)], 1)
+    best = chunk_max.amax(1)  # (R,)
+    first_chunk = (chunk_max == best[:, None]).max(dim=1).indices  # (R,) the first chunk holding it
+    # (R, chunk) its columns; past the end they repeat the last column, after every real one
+    columns = (first_chunk[:, None] * _MAX_CHUNK + torch.arange(_MAX_CHUNK, device=values.device)).clamp_(max=n - 1)
+    return best, columns.gather(1, values.gather(1, columns).max(dim=1).indices[:, None]).squeeze(1)
 
 
 def match_targets(match: BatchMatch, gt_boxes: Tensor, gt_labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_voc, voc_xml
+from conftest import ROOT, make_voc, voc_xml
 from conftest import run_app as _app
 from conftest import texts as _texts
 from streamlit.testing.v1 import AppTest
@@ -168,3 +170,23 @@ def test_switching_datasets_with_filters_set_keeps_working(data_root: Path) -> N
     assert at.multiselect(key=keys.CLASSES).value == []
     assert at.slider(key=keys.OBJECTS).value == (0, 1)
     assert len(_open_buttons(at)) == 1
+
+
+def test_the_first_page_of_a_fresh_server_imports_no_torch(data_root: Path) -> None:
+    """A fresh server's first page (Overview, with the sidebar and the navigation) comes without
+    torch, whose import alone takes about a second: the goal is that page within 2 s (issue 15).
+    Fails when any module on that page's path imports torch (or torchvision) at import time."""
+    script = (
+        "import sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        f"at = AppTest.from_file({str(ROOT / 'app.py')!r}, default_timeout=120)\n"
+        "at.run()\n"
+        "assert not at.exception, [e.value for e in at.exception]\n"
+        "print(at.title[0].value, len(at.get('plotly_chart')), {m.label: m.value for m in at.metric}['Images'])\n"
+        "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    page, heavy = out.stdout.strip().splitlines()[-2:]
+    assert page == "Dataset overview 4 24"
+    assert heavy == "[]", f"the first page imported {heavy}"

@@ -54,7 +54,7 @@ def test_spread_of_classes_counts_sizes_and_shapes(demo_stats) -> None:
     assert int(s.objects_per_image.min()) >= 1 and int(s.objects_per_image.max()) == 8
     assert len(set(s.objects_per_image.tolist())) >= 6
     small = s.relative_size < math.sqrt(0.05)  # under 5% of the image area
-    assert 0.2 < float(small.float().mean()) < 0.8
+    assert 0.2 < float(small.mean()) < 0.8
     assert float(s.relative_size.max()) > 0.4
     assert int((s.aspect_ratio < 0.4).sum()) >= 20  # tall (pole)
     assert int((s.aspect_ratio > 2.5).sum()) >= 20  # wide (plank)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from torchvision.ops import sigmoid_focal_loss
 
 from benchmarks.reference_loss import ssd_loss_loop
+from detviz import losses
 from detviz.anchors import PRESETS, make_anchors
 from detviz.losses import (
     EASY_P_T,
@@ -240,6 +241,29 @@ def test_training_path_has_the_same_gradients_as_the_detailed_one(classification
         (out["loss"] if isinstance(out, dict) else out.loss).backward()
         grads.append((lg.grad, ag.grad))
     torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("classification", "gamma"), [("bce", 2.0), ("focal", 2.0), ("focal", 1.5)])
+def test_class_loss_sum_over_uneven_blocks_is_the_elements_sum(monkeypatch, classification: str, gamma: float) -> None:
+    """Many blocks, the last one short: the sum, background column left out, and its gradient
+    equal those of the per-element loss."""
+    monkeypatch.setattr(losses, "LOSS_BLOCK_ELEMENTS", 8 * (C + 1))  # 8 rows a block, 567 rows
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, 189, C + 1, generator=gen) * 3
+    logits[0, :4] = 30.0  # softplus's linear range
+    target = torch.randint(0, C + 1, (3, 189), generator=gen).where(torch.rand(3, 189, generator=gen) < 0.2, C)
+    image, anchor = torch.nonzero(target < C, as_tuple=True)
+    grads = []
+    for fast in (True, False):
+        x = logits.clone().requires_grad_(True)
+        if fast:
+            total = losses.class_loss_sum(x, image, anchor, target[image, anchor], classification, 0.3, gamma)
+        else:
+            total = classification_elements(x, target, classification, 0.3, gamma)[0].sum()
+        total.backward()
+        grads.append((total.detach(), x.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-6)
 
 

@@ -11,7 +11,16 @@ from torchvision.ops import box_iou
 from benchmarks.reference_loss import force_anchors_one_image
 from detviz.anchors import PRESETS, make_anchors
 from detviz.boxes import pairwise_iou
-from detviz.matching import NO_MATCH, PADDING_IOU, match_anchors, match_batch, match_positives, match_targets
+from detviz.matching import (
+    _TAKEN,
+    NO_MATCH,
+    PADDING_IOU,
+    _first_max,
+    match_anchors,
+    match_batch,
+    match_positives,
+    match_targets,
+)
 
 # The lesson's image 7 (normalized [y1, x1, y2, x2], as printed) and its classes in VOC order.
 LESSON_GT_YX = [[0.6786, 0.4866, 0.9911, 0.6250], [0.7098, 0.0848, 0.9911, 0.5491], [0.5134, 0.8304, 0.6696, 0.9063]]
@@ -206,6 +215,46 @@ def test_pairwise_iou_on_many_anchors_uses_blocks_and_still_equals_torchvision()
     gt = torch.rand(70, 2) * 0.5
     gt = torch.cat([gt, gt + 0.1 + torch.rand(70, 2) * 0.4], 1)
     assert torch.equal(pairwise_iou(gt, anchors), box_iou(gt, anchors))
+
+
+SSD300 = make_anchors(PRESETS["ssd300"]).boxes
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.booleans())
+def test_match_positives_on_thousands_of_anchors_follow_the_rule(seed: int, duplicates: bool) -> None:
+    """SSD300's 8,732 anchors: the chunked first-maximum search of the forcing step (it needs
+    more than two chunks per row) and the positive lookup, against match_batch and the plain
+    sequential statement of the forcing rule."""
+    gen = torch.Generator().manual_seed(seed)
+    xy = torch.rand(3, 8, 2, generator=gen) * 0.8
+    gt = torch.cat([xy, xy + 0.01 + torch.rand(3, 8, 2, generator=gen) * 0.4], -1).clamp(max=1.0)
+    if duplicates:  # equal rows: ties and conflicts for the same anchors
+        gt[:, 4:] = gt[:, :4]
+    valid = torch.rand(3, 8, generator=gen) > 0.2
+    bm = match_batch(gt, valid, SSD300)
+    image, anchor, gt_index = match_positives(gt, valid, SSD300)
+    expected_image, expected_anchor = torch.nonzero(bm.positive, as_tuple=True)
+    assert torch.equal(image, expected_image) and torch.equal(anchor, expected_anchor)
+    assert torch.equal(gt_index, bm.best_gt[image, anchor])
+    for i in range(gt.shape[0]):
+        keep = torch.nonzero(valid[i]).flatten()
+        expected = force_anchors_one_image(box_iou(gt[i][keep], SSD300))
+        got = {k: int(bm.best_anchor[i, keep[k]]) for k in range(keep.numel()) if int(bm.best_anchor[i, keep[k]]) >= 0}
+        assert got == expected
+
+
+@pytest.mark.parametrize("width", [1, 255, 256, 300, 384, 1000])
+def test_first_max_is_max_with_the_first_index_of_ties(width: int) -> None:
+    gen = torch.Generator().manual_seed(width)
+    values = torch.randint(0, 4, (40, width), generator=gen).float() / 4  # many ties per row
+    values[0] = 0.0  # a constant row
+    values[1, -1] = 2.0  # the maximum in the last column (a short last chunk)
+    values[2, width // 2 :] = 3.0  # ties from the middle on
+    values[3] = _TAKEN
+    best, index = _first_max(values)
+    expected = values.max(dim=1)
+    assert torch.equal(best, expected.values) and torch.equal(index, expected.indices)
 
 
 # --- bad input ---------------------------------------------------------------------------

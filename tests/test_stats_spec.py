@@ -38,8 +38,8 @@ def test_summary_counts_and_measures() -> None:
     assert (s.num_images, s.num_objects, s.num_difficult, s.num_truncated, s.images_without_objects) == (3, 3, 1, 1, 1)
     assert s.class_counts.tolist() == [1, 2] and s.class_difficult.tolist() == [0, 1]
     assert s.objects_per_image.tolist() == [2, 0, 1]
-    torch.testing.assert_close(s.relative_size, torch.tensor([0.1, (1250 / 10000) ** 0.5, 0.8]))
-    torch.testing.assert_close(s.aspect_ratio, torch.tensor([1.0, 2.0, 1.0]))
+    torch.testing.assert_close(torch.from_numpy(s.relative_size), torch.tensor([0.1, (1250 / 10000) ** 0.5, 0.8]))
+    torch.testing.assert_close(torch.from_numpy(s.aspect_ratio), torch.tensor([1.0, 2.0, 1.0]))
 
 
 def test_summary_of_an_index_without_objects() -> None:

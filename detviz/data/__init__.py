@@ -4,7 +4,7 @@ from typing import Any
 
 from detviz.data.coco import read_coco
 from detviz.data.images import image_from_bytes, load_image
-from detviz.data.records import DataError, DatasetIndex, ImageRecord
+from detviz.data.records import DataError, DatasetIndex, ImageRecord, IndexArrays
 from detviz.data.voc import VOC_CLASSES, list_voc_splits, read_voc
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "DataError",
     "DatasetIndex",
     "ImageRecord",
+    "IndexArrays",
     "image_from_bytes",
     "list_voc_splits",
     "load_image",

@@ -1,22 +1,28 @@
-"""Whole-dataset statistics and image filters, vectorised over all objects of an index."""
+"""Whole-dataset statistics and image filters, vectorised over all objects of an index.
+
+`summarize` works on the index's numpy arrays and never imports torch (the app's first page
+stays fast); the filters and `object_relative_size` return torch tensors.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
-from torch import Tensor
+import numpy as np
 
-from detviz.data.records import DatasetIndex
+from detviz.data.records import DatasetIndex, IndexArrays
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 DifficultFilter = Literal["any", "with", "without"]
 
 
 @dataclass(frozen=True)
 class DatasetSummary:
-    """Counts and per-object measures of a dataset.
+    """Counts and per-object measures of a dataset, as numpy arrays (`torch.from_numpy` makes tensors).
 
     Attributes:
         class_counts, class_difficult: (C,) int64 objects (and difficult objects) per class.
@@ -31,38 +37,46 @@ class DatasetSummary:
     num_difficult: int
     num_truncated: int
     images_without_objects: int
-    class_counts: Tensor
-    class_difficult: Tensor
-    objects_per_image: Tensor
-    relative_size: Tensor
-    aspect_ratio: Tensor
+    class_counts: np.ndarray
+    class_difficult: np.ndarray
+    objects_per_image: np.ndarray
+    relative_size: np.ndarray
+    aspect_ratio: np.ndarray
+
+
+def relative_sizes(arrays: IndexArrays) -> np.ndarray:
+    """(M,) float32 sqrt(box area / image area) of every object, in float32 arithmetic throughout."""
+    img = arrays.object_image()
+    w = arrays.boxes[:, 2] - arrays.boxes[:, 0]
+    h = arrays.boxes[:, 3] - arrays.boxes[:, 1]
+    area = (arrays.widths[img] * arrays.heights[img]).astype(np.float32)
+    return np.sqrt(w * h / area)
 
 
 def object_relative_size(index: DatasetIndex) -> Tensor:
-    """(M,) float32 sqrt(box area / image area) of every object."""
-    img = index.object_image()
-    w = index.boxes[:, 2] - index.boxes[:, 0]
-    h = index.boxes[:, 3] - index.boxes[:, 1]
-    area = (index.widths[img] * index.heights[img]).float()
-    return torch.sqrt(w * h / area)
+    """(M,) float32 sqrt(box area / image area) of every object (`relative_sizes` as a tensor)."""
+    import torch
+
+    return torch.from_numpy(relative_sizes(index.arrays))
 
 
 def summarize(index: DatasetIndex) -> DatasetSummary:
-    """Summary statistics of the whole index (all zeros for an empty one)."""
+    """Summary statistics of the whole index (all zeros for an empty one); no torch needed."""
+    a = index.arrays
     c = index.num_classes
-    w = index.boxes[:, 2] - index.boxes[:, 0]
-    h = index.boxes[:, 3] - index.boxes[:, 1]
-    per_image = index.objects_per_image()
+    w = a.boxes[:, 2] - a.boxes[:, 0]
+    h = a.boxes[:, 3] - a.boxes[:, 1]
+    per_image = a.objects_per_image()
     return DatasetSummary(
         num_images=len(index),
         num_objects=index.num_objects,
-        num_difficult=int(index.difficult.sum()),
-        num_truncated=int(index.truncated.sum()),
+        num_difficult=int(a.difficult.sum()),
+        num_truncated=int(a.truncated.sum()),
         images_without_objects=int((per_image == 0).sum()),
-        class_counts=torch.bincount(index.labels, minlength=c),
-        class_difficult=torch.bincount(index.labels[index.difficult], minlength=c),
+        class_counts=np.bincount(a.labels, minlength=c).astype(np.int64, copy=False),
+        class_difficult=np.bincount(a.labels[a.difficult], minlength=c).astype(np.int64, copy=False),
         objects_per_image=per_image,
-        relative_size=object_relative_size(index),
+        relative_size=relative_sizes(a),
         aspect_ratio=w / h,
     )
 
@@ -88,6 +102,8 @@ def filter_images(
     Returns:
         (K,) int64 image positions.
     """
+    import torch
+
     if difficult not in ("any", "with", "without"):
         raise ValueError(f"difficult must be 'any', 'with' or 'without', got {difficult!r}.")
     lo, hi = size_range

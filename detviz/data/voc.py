@@ -27,11 +27,10 @@ from warnings import warn
 from xml.etree.ElementTree import Element, ParseError
 
 import numpy as np
-import torch
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
-from detviz.data.records import Annotation, DataError, DatasetIndex, check_pixel_box
+from detviz.data.records import Annotation, DataError, DatasetIndex, IndexArrays, check_pixel_box
 
 # The 20 Pascal VOC classes in the devkit's (alphabetical) order; label i is VOC_CLASSES[i].
 VOC_CLASSES: tuple[str, ...] = (
@@ -416,16 +415,7 @@ def _save_cache(cache_file: Path, key: str, root: Path, index: DatasetIndex) -> 
         "warnings": index.warnings,
         "class_note": index.class_note,
     }
-    arrays = {
-        "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-        "widths": index.widths.numpy(),
-        "heights": index.heights.numpy(),
-        "offsets": index.offsets.numpy(),
-        "boxes": index.boxes.numpy(),
-        "labels": index.labels.numpy(),
-        "difficult": index.difficult.numpy(),
-        "truncated": index.truncated.numpy(),
-    }
+    arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **index.arrays._asdict()}
     tmp = None
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -439,21 +429,22 @@ def _save_cache(cache_file: Path, key: str, root: Path, index: DatasetIndex) -> 
 
 
 def _load_cache(cache_file: Path, key: str, root: Path) -> DatasetIndex | None:
+    """The cached index, or None when the file is missing, stale or broken (then the folder is read)."""
     try:
         with np.load(cache_file, allow_pickle=False) as z:
             meta = json.loads(z["meta"].tobytes())
             if meta.get("key") != key:
                 return None
-            arrays = {name: torch.from_numpy(z[name].copy()) for name in z.files if name != "meta"}
+            arrays = {name: z[name] for name in IndexArrays._fields}
+        return DatasetIndex(
+            classes=meta["classes"],
+            image_ids=meta["image_ids"],
+            image_paths=[root / f for f in meta["image_files"]],
+            source=meta["source"],
+            problems=meta["problems"],
+            warnings=meta["warnings"],
+            class_note=meta["class_note"],
+            **arrays,
+        )
     except (OSError, ValueError, KeyError, json.JSONDecodeError):
         return None
-    return DatasetIndex(
-        classes=meta["classes"],
-        image_ids=meta["image_ids"],
-        image_paths=[root / f for f in meta["image_files"]],
-        source=meta["source"],
-        problems=meta["problems"],
-        warnings=meta["warnings"],
-        class_note=meta["class_note"],
-        **arrays,
-    )

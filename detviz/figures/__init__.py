@@ -17,115 +17,73 @@ and rendering it with the shared layout of `style`:
     snapshots    one image's predictions at one epoch of a run (the epoch scrubber)
 
 Everything importers use is re-exported here: `from detviz.figures import detections_figure`.
+The re-exports load their module on first use: the app's first page (Overview) draws only
+`dataset` figures, and importing the image, anchor and model figures would import torch
+(about a second) before a fresh server can show it.
 """
 
-from detviz.figures.anchors import (
-    ANCHOR_HOVER,
-    add_anchor_points,
-    anchor_customdata,
-    anchor_overlay_figure,
-    coverage_figure,
-    iou_heatmap,
-    matching_figure,
-)
-from detviz.figures.compare import MODEL_COLORS, ap_compare_figure, error_difference_figure
-from detviz.figures.dataset import class_count_figure, histogram_figure
-from detviz.figures.detections import class_scores_figure, detections_figure
-from detviz.figures.evaluation import (
-    ap_bar_figure,
-    confusion_figure,
-    error_breakdown_figure,
-    pr_curves_figure,
-    surface_figure,
-)
-from detviz.figures.image import (
-    ImageEncoder,
-    add_boxes,
-    add_rectangles,
-    ground_truth_figure,
-    image_data_uri,
-    image_figure,
-    multilabel_figure,
-    rect_path,
-    render_thumbnail,
-)
-from detviz.figures.lesson import (
-    class_probability_figure,
-    grid_detections_figure,
-    ladder_figure,
-    largest_object_figure,
-)
-from detviz.figures.losses import cell_loss_map, loss_curves_figure, loss_map_figure, loss_share_figure, p_t_histogram
-from detviz.figures.snapshots import snapshot_figure
-from detviz.figures.style import FONT, MISSED_COLOR, PALETTE, class_color, class_name, text_color
-from detviz.figures.training import (
-    EPOCH_METRICS,
-    LOSS_PARTS,
-    MAX_POINTS,
-    compare_figure,
-    losses_figure,
-    lr_figure,
-    lr_finder_figure,
-    split_records,
-    thin,
-    validation_figure,
-    validation_metrics,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ANCHOR_HOVER",
-    "EPOCH_METRICS",
-    "FONT",
-    "LOSS_PARTS",
-    "MAX_POINTS",
-    "MISSED_COLOR",
-    "MODEL_COLORS",
-    "PALETTE",
-    "ImageEncoder",
-    "add_anchor_points",
-    "add_boxes",
-    "add_rectangles",
-    "anchor_customdata",
-    "anchor_overlay_figure",
-    "ap_bar_figure",
-    "ap_compare_figure",
-    "cell_loss_map",
-    "class_color",
-    "class_count_figure",
-    "class_name",
-    "class_probability_figure",
-    "class_scores_figure",
-    "compare_figure",
-    "confusion_figure",
-    "coverage_figure",
-    "detections_figure",
-    "error_breakdown_figure",
-    "error_difference_figure",
-    "grid_detections_figure",
-    "ground_truth_figure",
-    "histogram_figure",
-    "image_data_uri",
-    "image_figure",
-    "iou_heatmap",
-    "ladder_figure",
-    "largest_object_figure",
-    "loss_curves_figure",
-    "loss_map_figure",
-    "loss_share_figure",
-    "losses_figure",
-    "lr_figure",
-    "lr_finder_figure",
-    "matching_figure",
-    "multilabel_figure",
-    "p_t_histogram",
-    "pr_curves_figure",
-    "rect_path",
-    "render_thumbnail",
-    "snapshot_figure",
-    "split_records",
-    "surface_figure",
-    "text_color",
-    "thin",
-    "validation_figure",
-    "validation_metrics",
-]
+import importlib
+
+_MODULES = {  # submodule: the names it gives this package
+    "anchors": (
+        "ANCHOR_HOVER",
+        "add_anchor_points",
+        "anchor_customdata",
+        "anchor_overlay_figure",
+        "coverage_figure",
+        "iou_heatmap",
+        "matching_figure",
+    ),
+    "compare": ("MODEL_COLORS", "ap_compare_figure", "error_difference_figure"),
+    "dataset": ("class_count_figure", "histogram_figure"),
+    "detections": ("class_scores_figure", "detections_figure"),
+    "evaluation": ("ap_bar_figure", "confusion_figure", "error_breakdown_figure", "pr_curves_figure", "surface_figure"),
+    "image": (
+        "ImageEncoder",
+        "add_boxes",
+        "add_rectangles",
+        "ground_truth_figure",
+        "image_data_uri",
+        "image_figure",
+        "multilabel_figure",
+        "rect_path",
+        "render_thumbnail",
+    ),
+    "lesson": ("class_probability_figure", "grid_detections_figure", "ladder_figure", "largest_object_figure"),
+    "losses": ("cell_loss_map", "loss_curves_figure", "loss_map_figure", "loss_share_figure", "p_t_histogram"),
+    "snapshots": ("snapshot_figure",),
+    "style": ("FONT", "MISSED_COLOR", "PALETTE", "class_color", "class_name", "text_color"),
+    "training": (
+        "EPOCH_METRICS",
+        "LOSS_PARTS",
+        "MAX_POINTS",
+        "compare_figure",
+        "losses_figure",
+        "lr_figure",
+        "lr_finder_figure",
+        "split_records",
+        "thin",
+        "validation_figure",
+        "validation_metrics",
+    ),
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
+
+
+def __getattr__(name: str) -> object:
+    """Loads the submodule that defines `name` (PEP 562), once; later lookups find it here."""
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
+
+__all__ = sorted(_WHERE)

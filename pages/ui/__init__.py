@@ -17,6 +17,11 @@
 The functions and constants pages call are re-exported here: `from pages import ui`, then
 `ui.current_index()`. A package rather than pages/ui.py: Streamlit lists every pages/*.py as a
 page until `st.navigation` runs, and a helper must not show up there.
+
+The modules app.py and the Overview page use (access, cache, data, widgets, live_builds) import
+no torch when they load: a fresh server's first page then needs about a second less
+(tests/test_app.py checks it). Their functions that draw anchors, run NMS or make tensors
+import that code when they are first called.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ Loaders are keyed on the file's path and modification stamp (DESIGN: a slider mo
 reloads anything, a changed file is read again). `image_uri` is the encoder the pages hand to
 the image figure builders (`encode=image_uri`): every slider move redraws the same picture, and
 the JPEG + base64 encoding would otherwise run again each time.
+
+The dataset's loaders import no torch: a fresh server's first page (Overview) needs only them,
+so the anchor, coverage and model loaders import what they need (torch) when first called.
 """
 
 from __future__ import annotations
@@ -17,19 +20,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import streamlit as st
-import torch
 from PIL import Image
-from torch import Tensor
 
-from detviz.anchors import AnchorConfig, Anchors, make_anchors
-from detviz.coverage import Coverage, anchor_coverage
+from detviz import figures
 from detviz.data import DataError, DatasetIndex, ImageRecord, image_from_bytes, load_image
 from detviz.data.spec import dataset_fingerprint, open_dataset
 from detviz.data.voc import file_stamp
-from detviz.figures import image_data_uri, render_thumbnail
 from pages.ui import keys
 
-if TYPE_CHECKING:  # torchvision loads with detviz.inference: only pages that run a model pay for it
+if TYPE_CHECKING:  # loaded where used: torch with anchors and coverage, torchvision with inference
+    from torch import Tensor
+
+    from detviz.anchors import AnchorConfig, Anchors
+    from detviz.coverage import Coverage
     from detviz.inference import Detector
 
 MAX_IMAGE_URIS = 64  # encoded images remembered; more images than a few pages show at once
@@ -53,7 +56,7 @@ def image_uri(image: Image.Image) -> str:
     hit = memo.get(id(image))
     if hit is not None and hit[0]() is image:
         return hit[1]
-    uri = image_data_uri(image)
+    uri = figures.image_data_uri(image)
     if len(memo) >= MAX_IMAGE_URIS:
         memo.clear()
     memo[id(image)] = (weakref.ref(image), uri)
@@ -108,7 +111,9 @@ def thumbnail_jpeg(
         image = load_image(path, (width, height))
     except DataError:
         return None
-    thumb = render_thumbnail(
+    import torch
+
+    thumb = figures.render_thumbnail(
         image,
         torch.tensor(boxes).reshape(-1, 4),
         torch.tensor(labels),
@@ -124,9 +129,9 @@ def thumbnail_jpeg(
 def record_thumbnail(
     record: ImageRecord,
     size: int = 220,
-    boxes: torch.Tensor | None = None,
-    labels: torch.Tensor | None = None,
-    dashed: torch.Tensor | None = None,
+    boxes: Tensor | None = None,
+    labels: Tensor | None = None,
+    dashed: Tensor | None = None,
 ) -> bytes | None:
     """A cached JPEG thumbnail of the record with its ground truth, or with the given boxes."""
     boxes = record.boxes if boxes is None else boxes
@@ -150,6 +155,8 @@ def config_key(config: AnchorConfig) -> str:
 
 @st.cache_resource(max_entries=16)
 def _anchors(key: str) -> Anchors:
+    from detviz.anchors import AnchorConfig, make_anchors
+
     return make_anchors(AnchorConfig.from_dict(json.loads(key)))
 
 
@@ -160,6 +167,8 @@ def anchors_of(config: AnchorConfig) -> Anchors:
 
 @st.cache_resource(max_entries=32, show_spinner="Measuring how well the anchors cover every object…")
 def _coverage(spec: str, split: str, fingerprint: tuple, key: str) -> Coverage:
+    from detviz.coverage import anchor_coverage
+
     return anchor_coverage(read_index(spec, split, fingerprint), _anchors(key))
 
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
-import torch
 from PIL import Image, ImageDraw
 
-from detviz.boxes import to_normalized_boxes
 from detviz.data import VOC_CLASSES, DataError, DatasetIndex
 from detviz.data.demo import make_demo_dataset, read_demo_settings
 from detviz.data.spec import (
@@ -24,8 +23,12 @@ from detviz.data.spec import (
 )
 from detviz.data.split import DEFAULT_VAL_FRACTION, make_splits
 from detviz.data.voc import ALL_SPLIT, list_voc_splits
-from detviz.matching import Match
 from pages.ui import access, cache, keys
+
+if TYPE_CHECKING:  # the dataset picker imports no torch (a fresh server's first page); pictures do, when made
+    from torch import Tensor
+
+    from detviz.matching import Match
 
 APP_DIR = Path(__file__).resolve().parents[2]
 
@@ -299,13 +302,15 @@ class Picture:
 
     name: str
     image: Image.Image
-    boxes: torch.Tensor
-    labels: torch.Tensor
-    difficult: torch.Tensor
+    boxes: Tensor
+    labels: Tensor
+    difficult: Tensor
     classes: list[str]
 
     @property
-    def normalized(self) -> torch.Tensor:
+    def normalized(self) -> Tensor:
+        from detviz.boxes import to_normalized_boxes
+
         return to_normalized_boxes(self.boxes, *self.image.size)
 
 
@@ -338,6 +343,8 @@ def own_picture(classes: list[str]) -> Picture | None:
         return None
     st.caption(f"Showing {upload.name} ({image.width} x {image.height} px), not the Image chosen above: without "
                "ground truth its detections are coloured by class and not scored.")  # fmt: skip
+    import torch
+
     empty = torch.zeros(0, dtype=torch.int64)
     return Picture(upload.name, image, torch.zeros(0, 4), empty, empty.bool(), list(classes))
 
@@ -348,6 +355,8 @@ def lesson_example() -> Picture:
 
     Cached so that every rerun gets the same image object (cache.image_uri remembers it by object).
     """
+    import torch
+
     image = Image.new("RGB", (LESSON_SIZE, LESSON_SIZE), (236, 232, 222))
     draw = ImageDraw.Draw(image)
     boxes = torch.tensor(LESSON_BOXES_YX)[:, [1, 0, 3, 2]] * LESSON_SIZE
@@ -362,7 +371,7 @@ def lesson_numbers(match: Match, threshold: float) -> None:
     """The lesson example's matching on the 4x4 grid beside the numbers the lesson printed: each
     object's best anchor IoU and the positive anchors (it used threshold 0.5)."""
     best = [round(v, 4) for v in match.iou.max(1).values.tolist()]
-    positives = torch.nonzero(match.positive).flatten().tolist()
+    positives = match.positive.nonzero().flatten().tolist()
     st.markdown(f"Best IoU per object here: {best}; the lesson printed {list(LESSON_BEST_IOU)}.  \n"
                 f"Positive anchors here: {positives}; the lesson printed {list(LESSON_POSITIVES)} "
                 f"(with threshold 0.5; this uses {threshold:g}).")  # fmt: skip

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from detviz.data.spec import DatasetSpec, dataset_fingerprint, dataset_splits
 from detviz.data.voc import file_stamp
-from detviz.postprocess import DEFAULT_NMS_IOU
 from pages.ui.data import VAL_SPLIT, demo_dir
 from pages.ui.widgets import LIVE_FLOOR, NMS_STEPS, SUBSETS
 
@@ -122,6 +121,8 @@ class LiveBuild:
         self.done, self.total = done, total
 
     def _run(self, compute: Compute, on_finish: Callable[[LiveBuild], None]) -> None:
+        from detviz.postprocess import DEFAULT_NMS_IOU  # torch: imported by the build, not with app.py
+
         try:
             live = compute(self._progress)
             live.sweep.kept_by_nms(DEFAULT_NMS_IOU)  # the first view's NMS, before anyone is told

@@ -5,15 +5,18 @@ threshold sliders."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from detviz.anchors import PRESETS, AnchorConfig, Anchors, config_text, parse_anchor_text
-from detviz.postprocess import DEFAULT_NMS_IOU
 from pages.ui import keys
 from pages.ui.cache import anchors_of
+
+if TYPE_CHECKING:  # the pickers import detviz's anchors and post-processing (torch) when used: the
+    # URL plumbing and show_figure are on a fresh server's first page, which needs no torch
+    from detviz.anchors import AnchorConfig, Anchors
 
 NMS_STEPS = tuple(round(0.05 * k, 2) for k in range(1, 21))  # the NMS slider's values
 LIVE_FLOOR = 0.01  # the lowest score threshold the live pages offer; candidates below it are not kept
@@ -138,6 +141,8 @@ def show_figure(fig, name: str, container=st, **kwargs):
 
 def anchor_picker(default: str = "lesson_multiscale") -> tuple[AnchorConfig, str]:
     """A preset (or custom grids, zooms and shapes) bound to the URL; bad custom input falls back."""
+    from detviz.anchors import PRESETS, config_text, parse_anchor_text
+
     options = [*PRESETS, "custom"]
     preset = st.selectbox(
         "Anchors",
@@ -195,6 +200,8 @@ def subset_picker(container=st) -> int:
 
 def threshold_sliders(classes: list[str], default_score: float = 0.25) -> tuple[float, float, int, float, list[int]]:
     """Score threshold, NMS IoU, max detections, evaluation IoU and the classes shown, bound to the URL."""
+    from detviz.postprocess import DEFAULT_NMS_IOU
+
     c = st.columns([1, 1, 1, 1, 2])
     score = c[0].slider("Score threshold", LIVE_FLOOR, 0.99, default_score, 0.01, key=keys.SCORE, bind="query-params",
                         help="Candidates scoring at or below this are dropped before NMS.")  # fmt: skip
