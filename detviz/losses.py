@@ -365,17 +365,20 @@ def _focal_negative_sum(logits: Tensor, gamma: float) -> Tensor:
     the focal loss of target-0 elements without the constant (1 - alpha), which the caller
     multiplies the total by once. Dot products sum the products without writing them out."""
     num_classes = logits.shape[1] - 1
-    p = torch.sigmoid(logits)
-    weight = p * p if gamma == 2.0 else p.pow(gamma)
+    weight = _focal_weight(logits, gamma)
     loss = F.softplus(logits)
     return torch.dot(weight.flatten(), loss.flatten()) - torch.dot(weight[:, num_classes], loss[:, num_classes])
 
 
 def _focal_negative(logits: Tensor, alpha: float, gamma: float) -> Tensor:
     """(1 - alpha) sigmoid(x)^gamma softplus(x), element-wise (no in-place ops: autograd needs them)."""
+    return _focal_weight(logits, gamma) * F.softplus(logits) * (1 - alpha)
+
+
+def _focal_weight(logits: Tensor, gamma: float) -> Tensor:
+    """sigmoid(x)^gamma, the weight focal loss puts on a target-0 element (a product for gamma 2)."""
     p = torch.sigmoid(logits)
-    weight = p * p if gamma == 2.0 else p.pow(gamma)
-    return weight * F.softplus(logits) * (1 - alpha)
+    return p * p if gamma == 2.0 else p.pow(gamma)
 
 
 def _check_inputs(

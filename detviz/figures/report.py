@@ -51,9 +51,8 @@ LOSS_VIEWS = ("class loss", "box loss", "class + box")  # what a loss map shows;
 SURFACE_SCORES = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
 SURFACE_NMS = (0.3, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 EVALUATE_SCORE, EVALUATE_IOU = 0.01, 0.5  # the Evaluate page's defaults: nearly every detection, VOC's IoU
-MAP_METHOD = (
-    "all"  # VOC all-point AP (VOC2010+): the headline mAP of Predictions, Evaluate, the model card and the runs
-)
+# VOC all-point AP (VOC2010+): the headline mAP of Predictions, Evaluate, the model card and the runs
+MAP_METHOD = "all"
 COVERAGE_THRESHOLD = 0.5  # the Anchors page's default matching IoU
 
 
